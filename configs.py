@@ -1,0 +1,224 @@
+"""Training / rendering configurations as plain dicts.
+
+Names, keys and values follow the official GRAM (`FFHQ_default`, `CATS_default`, `CARLA_default`) and
+GRAM-HD (`GRAM64_*`, `GRAMHD*_*`) configs, so a researcher can read a number off a paper's repository
+and find it under the same key here. Sections:
+
+- `global`:        img_size, batch_size (per GPU), z_dist (always gaussian), optional disable_scaler
+- `optimizer`:     gen_lr, disc_lr, betas, grad_clip, optional sampling_network_lr / mapping_network_lr
+- `process`:       loss weights (`kwargs`): batch_split, pos_lambda, real_pos_lambda, r1_lambda, ...
+- `generator`:     kwargs (z_dim, img_size, camera prior), `representation` (the two MLPs),
+                   `renderer` (levels, compositing), and for GRAM-HD `super_resolution`
+- `discriminator`, `dataset`, `camera` (fov in degrees, ray_start, ray_end)
+
+Use `get_config(name)`, which returns a deep copy that callers may edit freely.
+"""
+import copy
+import math
+
+_PI = math.pi
+
+# The face camera prior of pi-GAN/GRAM: yaw ~ N(pi/2, 0.3), pitch ~ N(pi/2, 0.155).
+_FACE_PRIOR = {
+    'z_dim': 256,
+    'h_stddev': 0.3,
+    'v_stddev': 0.155,
+    'h_mean': _PI * 0.5,
+    'v_mean': _PI * 0.5,
+    'sample_dist': 'gaussian',
+}
+
+_FACE_CAMERA = {'fov': 12, 'ray_start': 0.88, 'ray_end': 1.12}
+
+
+def _gram_representation(hidden_dim_sample=128, normalize=0.24, center=(0, 0, -1.5)):
+    return {
+        'class': 'gram',
+        'kwargs': {
+            'hidden_dim': 256,
+            'normalize': normalize,
+            'sigma_clamp_mode': 'softplus',
+            'rgb_clamp_mode': 'widen_sigmoid',
+            'hidden_dim_sample': hidden_dim_sample,
+            'layer_num_sample': 3,
+            'center': center,
+            'init_radius': 0,
+        },
+    }
+
+
+def _manifold_renderer(cls='manifold_renderer', num_manifolds=24, levels_start=23, levels_end=8,
+                       delta_alpha=0.04, white_back=False, background=True):
+    return {
+        'class': cls,
+        'kwargs': {
+            'num_samples': 64,
+            'num_manifolds': num_manifolds,
+            'levels_start': levels_start,
+            'levels_end': levels_end,
+            'delta_alpha': delta_alpha,
+            # The official default; the renderer uses delta_alpha instead when there is no background plane.
+            'delta_final': 1e10,
+            'last_back': False,
+            'white_back': white_back,
+            'background': background,
+        },
+    }
+
+
+def _gram_config(img_size, batch_size, batch_split, real_pos_lambda, grad_clip, hidden_dim_sample,
+                 dataset, discriminator='GramDiscriminator', gen_lr=2e-5):
+    return {
+        'global': {'img_size': img_size, 'batch_size': batch_size, 'z_dist': 'gaussian'},
+        'optimizer': {'gen_lr': gen_lr, 'disc_lr': 2e-4, 'betas': (0, 0.9), 'grad_clip': grad_clip},
+        'process': {
+            'class': 'Gan3DProcess',
+            'kwargs': {'batch_split': batch_split, 'real_pos_lambda': real_pos_lambda, 'r1_lambda': 1.0,
+                       'pos_lambda': 15.0},
+        },
+        'generator': {
+            'class': 'GramGenerator',
+            'kwargs': dict(_FACE_PRIOR, img_size=img_size),
+            'representation': _gram_representation(hidden_dim_sample=hidden_dim_sample),
+            'renderer': _manifold_renderer(),
+        },
+        'discriminator': {'class': discriminator, 'kwargs': {'img_size': img_size}},
+        'dataset': {'class': dataset, 'kwargs': {'img_size': img_size, 'real_pose': True}},
+        'camera': dict(_FACE_CAMERA),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------
+# GRAM (microsoft/GRAM configs.py)
+
+FFHQ_default = _gram_config(img_size=256, batch_size=4, batch_split=4, real_pos_lambda=15.0, grad_clip=1.0,
+                            hidden_dim_sample=128, dataset='FFHQ')
+
+CATS_default = _gram_config(img_size=256, batch_size=2, batch_split=2, real_pos_lambda=30.0, grad_clip=1.0,
+                            hidden_dim_sample=64, dataset='CATS')
+
+CARLA_default = {
+    'global': {'img_size': 128, 'batch_size': 4, 'z_dist': 'gaussian'},
+    'optimizer': {'gen_lr': 2e-5, 'disc_lr': 2e-4, 'sampling_network_lr': 2e-6, 'betas': (0, 0.9),
+                  'grad_clip': 0.3},
+    'process': {
+        'class': 'Gan3DProcess',
+        'kwargs': {'batch_split': 4, 'real_pos_lambda': 15.0, 'r1_lambda': 1.0, 'pos_lambda': 15.0},
+    },
+    'generator': {
+        'class': 'GramGenerator',
+        'kwargs': {
+            'z_dim': 256,
+            'img_size': 128,
+            'h_stddev': _PI,
+            'v_stddev': _PI * 42.5 / 180,
+            'h_mean': _PI * 0.5,
+            'v_mean': _PI * 42.5 / 180,
+            'sample_dist': 'spherical_uniform',
+        },
+        'representation': _gram_representation(hidden_dim_sample=256, normalize=2, center=(0, 0, 0)),
+        'renderer': _manifold_renderer(num_manifolds=48, levels_start=35, levels_end=5, delta_alpha=0.02,
+                                       white_back=True, background=False),
+    },
+    'discriminator': {'class': 'GramDiscriminator', 'kwargs': {'img_size': 128}},
+    'dataset': {'class': 'CARLA', 'kwargs': {'img_size': 128, 'real_pose': True}},
+    'camera': {'fov': 30, 'ray_start': 0.7, 'ray_end': 1.3},
+}
+
+# ---------------------------------------------------------------------------------------------------
+# GRAM-HD stage 1 (JeffreyXiang/GRAM-HD configs.py): GRAM at 64x64.
+
+GRAM64_FFHQ = _gram_config(img_size=64, batch_size=8, batch_split=1, real_pos_lambda=15.0, grad_clip=0.3,
+                           hidden_dim_sample=128, dataset='FFHQ', discriminator='GramEncoderDiscriminator')
+GRAM64_AFHQ = copy.deepcopy(GRAM64_FFHQ)
+GRAM64_AFHQ['dataset']['class'] = 'AFHQCats'
+
+# ---------------------------------------------------------------------------------------------------
+# GRAM-HD stage 2: super-resolution of the radiance manifolds.
+
+# Up-sampling channel chains per output size (scale factor = img_size / 64).
+_HD_FG_UP_CHANNELS = {256: [64, 64], 512: [64, 64, 32], 1024: [64, 64, 32, 16]}
+_HD_BG_UP_CHANNELS = {256: [64, 32], 512: [64, 32, 16], 1024: [64, 32, 16, 8]}
+_HD_R1 = {256: 3.0, 512: 5.0, 1024: 10.0}
+_HD_CONS = {256: 1.0, 512: 3.0, 1024: 10.0}
+_HD_BATCH = {256: 4, 512: 2, 1024: 2}
+
+
+def _gramhd_config(img_size, dataset):
+    batch = _HD_BATCH[img_size]
+    return {
+        'global': {'img_size': img_size, 'batch_size': batch, 'z_dist': 'gaussian'},
+        'optimizer': {'gen_lr': 2e-4, 'disc_lr': 2e-4, 'betas': (0, 0.9), 'grad_clip': 0.3},
+        'process': {
+            'class': 'SRGan3DProcess',
+            'kwargs': {'batch_split': batch, 'pos_lambda': 15.0, 'real_pos_lambda': 15.0,
+                       'r1_lambda': _HD_R1[img_size], 'cons_lambda': _HD_CONS[img_size], 'use_patch_d': True,
+                       'patch_lambda': 0.1, 'r1_patch': True},
+        },
+        'generator': {
+            'class': 'GramHDGenerator',
+            'kwargs': dict(_FACE_PRIOR, img_size=img_size, lr_img_size=64, feature_dim=32,
+                           gram_model_file=None),
+            'representation': _gram_representation(hidden_dim_sample=128),
+            'super_resolution': {
+                'class': 'styleesrgan',
+                'kwargs': {
+                    'fg': {'w_dim': 256, 'nf': 64, 'nb': 8, 'gc': 32, 'up_channels': _HD_FG_UP_CHANNELS[img_size],
+                           'to_rgb_ks': 1, 'use_pixel_shuffle': True},
+                    'bg': {'nf': 64, 'nb': 4, 'gc': 32, 'up_channels': _HD_BG_UP_CHANNELS[img_size],
+                           'use_pixel_shuffle': False, 'global_residual': True},
+                },
+            },
+            'renderer': _manifold_renderer(cls='manifold_sr_renderer'),
+        },
+        # The official config stores nn.Identity itself; a name keeps configs plain data.
+        'discriminator': {'class': 'GramEncoderPatchDiscriminator',
+                          'kwargs': {'img_size': img_size, 'norm_layer': 'Identity'}},
+        'dataset': {'class': dataset, 'kwargs': {'img_size': img_size, 'real_pose': True}},
+        'camera': dict(_FACE_CAMERA),
+    }
+
+
+GRAMHD256_FFHQ = _gramhd_config(256, 'FFHQ')
+GRAMHD512_FFHQ = _gramhd_config(512, 'FFHQ')
+GRAMHD1024_FFHQ = _gramhd_config(1024, 'FFHQ')
+GRAMHD256_AFHQ = _gramhd_config(256, 'AFHQCats')
+GRAMHD512_AFHQ = _gramhd_config(512, 'AFHQCats')
+
+# ---------------------------------------------------------------------------------------------------
+# Small configs for tests and CPU smoke runs. Same code paths as the official ones, narrow networks.
+
+TINY_GRAM = _gram_config(img_size=16, batch_size=2, batch_split=1, real_pos_lambda=15.0, grad_clip=0.3,
+                         hidden_dim_sample=16, dataset='FFHQ')
+TINY_GRAM['generator']['kwargs']['z_dim'] = 32
+TINY_GRAM['generator']['representation']['kwargs']['hidden_dim'] = 32
+TINY_GRAM['generator']['renderer']['kwargs'].update(num_samples=24, num_manifolds=8, levels_start=23,
+                                                     levels_end=8)
+
+TINY_CARLA = copy.deepcopy(CARLA_default)
+TINY_CARLA['global'].update(img_size=16, batch_size=2)
+TINY_CARLA['process']['kwargs']['batch_split'] = 1
+TINY_CARLA['generator']['kwargs'].update(z_dim=32, img_size=16)
+TINY_CARLA['generator']['representation']['kwargs'].update(hidden_dim=32, hidden_dim_sample=16)
+TINY_CARLA['generator']['renderer']['kwargs'].update(num_samples=24, num_manifolds=8)
+TINY_CARLA['discriminator']['kwargs']['img_size'] = 16
+TINY_CARLA['dataset']['kwargs']['img_size'] = 16
+
+_CONFIG_NAMES = [
+    'FFHQ_default', 'CATS_default', 'CARLA_default',
+    'GRAM64_FFHQ', 'GRAM64_AFHQ',
+    'GRAMHD256_FFHQ', 'GRAMHD512_FFHQ', 'GRAMHD1024_FFHQ', 'GRAMHD256_AFHQ', 'GRAMHD512_AFHQ',
+    'TINY_GRAM', 'TINY_CARLA',
+]
+
+
+def config_names():
+    """Names accepted by `get_config`, in a stable order."""
+    return list(_CONFIG_NAMES)
+
+
+def get_config(name):
+    """Return a deep copy of the config called `name`; unknown names raise a KeyError listing the known ones."""
+    if name not in _CONFIG_NAMES:
+        raise KeyError(f"unknown config {name!r}; known configs: {', '.join(_CONFIG_NAMES)}")
+    return copy.deepcopy(globals()[name])

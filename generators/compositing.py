@@ -1,0 +1,34 @@
+"""Alpha compositing of the samples on a ray (GRAM's `fancy_integration`)."""
+import torch
+
+# Added to every (1 - alpha) in the transmittance product, as pi-GAN/GRAM do, so it never reaches exactly 0.
+TRANSMITTANCE_EPS = 1e-10
+
+
+def composite(rgb_sigma, distances, valid, delta_alpha, delta_final, is_background=None, white_back=False,
+              last_back=False):
+    """Composite sorted samples front to back.
+
+    rgb_sigma [B, R, M, 4] (rgb, sigma), distances [B, R, M, 1] ascending along M, valid [B, R, M, 1] 0/1,
+    is_background [B, R, M, 1] bool or None. GRAM uses a constant step `delta_alpha` instead of the real
+    distances between samples; the farthest sample and the background plane get `delta_final`.
+    Returns (rgb [B, R, 3], depth [B, R, 1], weights [B, R, M, 1]).
+    """
+    rgb = rgb_sigma[..., :3]
+    sigma = rgb_sigma[..., 3:]
+    deltas = torch.full_like(sigma, delta_alpha)
+    deltas[..., -1, :] = delta_final
+    if is_background is not None:
+        deltas = torch.where(is_background, torch.full_like(deltas, delta_final), deltas)
+    alpha = (1 - torch.exp(-deltas * sigma)) * valid
+    shifted = torch.cat([torch.ones_like(alpha[..., :1, :]), 1 - alpha + TRANSMITTANCE_EPS], dim=-2)
+    weights = alpha * torch.cumprod(shifted, dim=-2)[..., :-1, :]
+    weight_total = weights.sum(dim=-2)
+    if last_back:
+        weights = weights.clone()
+        weights[..., -1, :] += 1 - weight_total
+    color = torch.sum(weights * rgb, dim=-2)
+    depth = torch.sum(weights * distances, dim=-2) / weights.sum(dim=-2)
+    if white_back:
+        color = color + 1 - weight_total
+    return color, depth, weights

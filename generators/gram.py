@@ -1,0 +1,256 @@
+"""GRAM generator: manifold predictor + radiance network + manifold renderer.
+
+Parameter names and order equal the official `GramGenerator` (`representation.sample_network.*`, then
+`representation.rf_network.*`), so official `generator.pth` files load with strict=True and the EMA
+shadow lists of `ema.pth` map onto `parameters()` by position.
+"""
+import math
+
+import torch
+import torch.nn as nn
+
+from . import camera
+from .compositing import composite
+from .manifold import ManifoldPredictor, background_plane_points, first_crossings, manifold_levels
+from .radiance import RadianceNetwork
+
+# World plane of the face/cat background (GRAM, GRAM-HD).
+BACKGROUND_PLANE_Z = -0.12
+# Latents averaged for the truncation centre; drawn from a fixed seed (the official code is unseeded).
+TRUNCATION_SAMPLES = 10000
+TRUNCATION_SEED = 0
+
+
+class Representation(nn.Module):
+    """Holds the two networks under the official names `sample_network` and `rf_network`."""
+
+    def __init__(self, z_dim, hidden_dim=256, normalize=0.24, sigma_clamp_mode='softplus',
+                 rgb_clamp_mode='widen_sigmoid', hidden_dim_sample=128, layer_num_sample=3, center=(0, 0, -1.5),
+                 init_radius=0.0, feature_dim=0):
+        super().__init__()
+        self.sample_network = ManifoldPredictor(hidden_dim_sample, layer_num_sample, center, init_radius)
+        self.rf_network = RadianceNetwork(z_dim, hidden_dim, normalize, sigma_clamp_mode=sigma_clamp_mode,
+                                          rgb_clamp_mode=rgb_clamp_mode, feature_dim=feature_dim)
+
+
+class GramGenerator(nn.Module):
+    """GRAM generator.
+
+    `render(z, pitch, yaw)` is the public rendering call; `forward(z)` samples poses from the prior (training).
+    Images are [B, 3, H, W] in [-1, 1] (2 * composite - 1), row 0 = top (+y).
+    """
+
+    def __init__(self, z_dim=256, img_size=256, h_stddev=0.3, v_stddev=0.155, h_mean=math.pi / 2,
+                 v_mean=math.pi / 2, sample_dist='gaussian', representation_kwargs=None, renderer_kwargs=None,
+                 camera_kwargs=None, feature_dim=0):
+        super().__init__()
+        self.z_dim = z_dim
+        self.img_size = img_size
+        self.prior = dict(h_stddev=h_stddev, v_stddev=v_stddev, h_mean=h_mean, v_mean=v_mean, mode=sample_dist)
+        self.representation = Representation(z_dim, feature_dim=feature_dim, **(representation_kwargs or {}))
+        renderer = dict(num_samples=64, num_manifolds=24, levels_start=23, levels_end=8, delta_alpha=0.04,
+                        delta_final=1e10, last_back=False, white_back=False, background=True)
+        renderer.update(renderer_kwargs or {})
+        self.num_samples = renderer['num_samples']
+        self.background = renderer['background']
+        self.num_levels = renderer['num_manifolds'] - (1 if self.background else 0)
+        self.levels_range = (renderer['levels_start'], renderer['levels_end'])
+        self.delta_alpha = renderer['delta_alpha']
+        # Without a background plane the farthest sample is an ordinary one (official rule).
+        self.delta_final = renderer['delta_final'] if self.background else renderer['delta_alpha']
+        self.white_back = renderer['white_back']
+        self.last_back = renderer['last_back']
+        self.camera = dict(fov=12, ray_start=0.88, ray_end=1.12)
+        self.camera.update(camera_kwargs or {})
+        self._truncation_center = None  # (raw frequencies [1, F], phases [1, F]), not part of the state_dict
+
+    @classmethod
+    def from_config(cls, config):
+        generator = config['generator']
+        kwargs = dict(generator['kwargs'])
+        return cls(representation_kwargs=generator['representation']['kwargs'],
+                   renderer_kwargs=generator['renderer']['kwargs'], camera_kwargs=config['camera'],
+                   **{k: kwargs[k] for k in ('z_dim', 'img_size', 'h_stddev', 'v_stddev', 'h_mean', 'v_mean',
+                                             'sample_dist')})
+
+    # ------------------------------------------------------------------------------------------------
+    # Latent -> FiLM parameters
+
+    def mapping(self, z, truncation_psi=1.0):
+        """z [B, z_dim] -> (raw frequencies, phases), each [B, (layers+1) * hidden]."""
+        raw_frequencies, phases = self.representation.rf_network.mapping_network(z)
+        if truncation_psi != 1:
+            center_frequencies, center_phases = self.truncation_center(z.device)
+            raw_frequencies = center_frequencies + truncation_psi * (raw_frequencies - center_frequencies)
+            phases = center_phases + truncation_psi * (phases - center_phases)
+        return raw_frequencies, phases
+
+    @torch.no_grad()
+    def truncation_center(self, device):
+        """Mean FiLM parameters over 10k latents from a fixed seed (reproducible, unlike the official code)."""
+        if self._truncation_center is None or self._truncation_center[0].device != torch.device(device):
+            rng = torch.Generator().manual_seed(TRUNCATION_SEED)
+            z = torch.randn(TRUNCATION_SAMPLES, self.z_dim, generator=rng).to(device)
+            raw_frequencies, phases = self.representation.rf_network.mapping_network(z)
+            self._truncation_center = (raw_frequencies.mean(0, keepdim=True), phases.mean(0, keepdim=True))
+        return self._truncation_center
+
+    def train(self, mode=True):
+        self._truncation_center = None  # weights may change while training
+        return super().train(mode)
+
+    # ------------------------------------------------------------------------------------------------
+    # Geometry
+
+    def levels(self, device):
+        return manifold_levels(self.levels_range[0], self.levels_range[1], self.num_levels, device)
+
+    def ray_intersections(self, origins, img_size, pixel_range=None, shared_camera=False):
+        """Ray-manifold intersections for cameras at origins [B, 3].
+
+        Returns a dict with points [B, R, M, 3], valid [B, R, M, 1], is_background [B, R, M, 1] (or None),
+        ray_origins [B, R, 3], ray_directions [B, R, 3]; M = levels (+1 background plane), R = pixels in
+        `pixel_range` (all by default). With `shared_camera` (all origins equal) the z-independent field is
+        evaluated once and broadcast over the batch.
+        """
+        batch = origins.shape[0]
+        if shared_camera and batch > 1:
+            single = self.ray_intersections(origins[:1], img_size, pixel_range)
+            return {k: (v.expand(batch, *v.shape[1:]) if v is not None else None) for k, v in single.items()}
+        fov, ray_start, ray_end = self.camera['fov'], self.camera['ray_start'], self.camera['ray_end']
+        cam2world, ray_origins, ray_directions = camera.world_rays(origins, img_size, fov)
+        samples = camera.coarse_samples(cam2world, img_size, fov, ray_start, ray_end, self.num_samples)
+        if pixel_range is not None:
+            start, end = pixel_range
+            samples, ray_origins, ray_directions = (
+                samples[:, start:end], ray_origins[:, start:end], ray_directions[:, start:end])
+        field = self.representation.sample_network(samples)
+        points, valid = first_crossings(samples, field, self.levels(origins.device))
+        is_background = None
+        if self.background:
+            plane = background_plane_points(ray_origins, ray_directions, BACKGROUND_PLANE_Z)
+            points = torch.cat([points, plane], dim=2)
+            valid = torch.cat([valid, torch.ones_like(valid[:, :, :1])], dim=2)
+            is_background = torch.zeros_like(valid, dtype=torch.bool)
+            is_background[:, :, -1] = True
+        return dict(points=points, valid=valid, is_background=is_background, ray_origins=ray_origins,
+                    ray_directions=ray_directions)
+
+    # ------------------------------------------------------------------------------------------------
+    # Radiance
+
+    def radiance(self, points, directions, raw_frequencies, phases, contributing=None):
+        """rgb/sigma [B, R, M, 4] at points [B, R, M, 3] seen along directions [B, R, M, 3].
+
+        With a `contributing` mask [B, R, M] the network runs only on those points and the others get
+        rgb = sigma = 0 (they must be points whose alpha is 0 or whose weight is hidden behind the opaque
+        background plane, so the composite does not change).
+        """
+        network = self.representation.rf_network
+        batch, num_rays, num_points, _ = points.shape
+        if contributing is None:
+            out = network(points.reshape(batch, -1, 3), directions.reshape(batch, -1, 3), raw_frequencies, phases)
+            return out.reshape(batch, num_rays, num_points, 4)
+        out = points.new_zeros(batch, num_rays, num_points, 4)
+        for b in range(batch):  # FiLM parameters differ per latent, so pack each latent's points separately
+            mask = contributing[b]
+            selected = network(points[b][mask].unsqueeze(0), directions[b][mask].unsqueeze(0),
+                               raw_frequencies[b:b + 1], phases[b:b + 1])
+            out[b][mask] = selected[0].to(out.dtype)
+        return out
+
+    def render_rays(self, raw_frequencies, phases, origins, img_size, pixel_range=None,
+                    lock_view_dependence=False, fast=True, shared_camera=False):
+        """Render pixels of cameras at origins [B, 3] with the given FiLM parameters.
+
+        Returns (rgb [B, R, 3] in [0, 1]-ish composite space, depth [B, R, 1]).
+        `fast` skips the radiance network on points that cannot contribute (invalid intersections and
+        points behind the background plane); `fast=False` is the plain reference path that evaluates
+        every intersection of every latent, as the official code does.
+        """
+        hits = self.ray_intersections(origins, img_size, pixel_range, shared_camera=shared_camera)
+        points, valid, is_background = hits['points'], hits['valid'], hits['is_background']
+        batch, num_rays, num_points, _ = points.shape
+        distances = torch.norm(points - hits['ray_origins'].unsqueeze(2), dim=-1, keepdim=True)
+        if lock_view_dependence:
+            directions = torch.zeros_like(points)
+            directions[..., 2] = -1
+        else:
+            directions = hits['ray_directions'].unsqueeze(2).expand(-1, -1, num_points, -1)
+        if batch != raw_frequencies.shape[0]:
+            raise ValueError(f"{raw_frequencies.shape[0]} latents for {batch} cameras")
+
+        contributing = None
+        if fast:
+            contributing = valid[..., 0] > 0
+            if is_background is not None:
+                background_distance = distances[:, :, -1:, 0]
+                contributing = contributing & ((distances[..., 0] <= background_distance) | is_background[..., 0])
+        rgb_sigma = self.radiance(points, directions, raw_frequencies, phases, contributing)
+
+        distances, order = torch.sort(distances, dim=-2)
+        rgb_sigma = torch.gather(rgb_sigma, -2, order.expand(-1, -1, -1, 4))
+        valid = torch.gather(valid.expand(batch, -1, -1, -1), -2, order)
+        if is_background is not None:
+            is_background = torch.gather(is_background.expand(batch, -1, -1, -1), -2, order)
+        color, depth, _ = composite(rgb_sigma, distances, valid, self.delta_alpha, self.delta_final,
+                                    is_background, white_back=self.white_back, last_back=self.last_back)
+        return color, depth
+
+    # ------------------------------------------------------------------------------------------------
+    # Public entry points
+
+    def render(self, z, pitch, yaw, img_size=None, truncation_psi=1.0, lock_view_dependence=False,
+               return_depth=False, fast=True):
+        """Render latents z [B, z_dim] from cameras at (pitch [B], yaw [B]) radians (official pose labels).
+
+        Angles may be float64; the camera origin is computed in float64 and cast once. Returns images
+        [B, 3, H, W] in [-1, 1], and depth [B, 1, H, W] (distance along the ray) with `return_depth`.
+        """
+        img_size = int(img_size or self.img_size)
+        pitch = torch.as_tensor(pitch).reshape(-1).cpu()
+        yaw = torch.as_tensor(yaw).reshape(-1).cpu()
+        if pitch.shape[0] == 1 and z.shape[0] > 1:
+            pitch, yaw = pitch.expand(z.shape[0]), yaw.expand(z.shape[0])
+        if not (pitch.shape[0] == yaw.shape[0] == z.shape[0]):
+            raise ValueError(f"render: z has {z.shape[0]} rows but pitch/yaw have {pitch.shape[0]}/{yaw.shape[0]}")
+        origins_cpu = camera.origins_from_angles(pitch, yaw)
+        shared_camera = bool((origins_cpu == origins_cpu[:1]).all())
+        origins = origins_cpu.to(z.device)
+        raw_frequencies, phases = self.mapping(z, truncation_psi)
+        color, depth = self.render_rays(raw_frequencies, phases, origins, img_size,
+                                        lock_view_dependence=lock_view_dependence, fast=fast,
+                                        shared_camera=shared_camera)
+        images = self._to_image(color, img_size)
+        if return_depth:
+            return images, depth.reshape(-1, img_size, img_size, 1).permute(0, 3, 1, 2)
+        return images
+
+    def sample_poses(self, batch, device, generator=None):
+        """(pitch [B], yaw [B]) float32 from the config's camera prior."""
+        return camera.sample_camera_angles(batch, device=device, generator=generator, **self.prior)
+
+    def forward(self, z, pitch=None, yaw=None, img_size=None, truncation_psi=1.0, pixel_range=None,
+                lock_view_dependence=False):
+        """Training forward: renders z [B, z_dim] at poses drawn from the prior (or the given ones).
+
+        Returns (images [B, 3, H, W], poses [B, 2] = (pitch, yaw)); with `pixel_range` = (start, end), only
+        those flattened pixels are rendered and images is [B, 3, end - start] (patch-wise training).
+        Origins are computed in float32 on the device from the float32 poses (what training does).
+        """
+        img_size = int(img_size or self.img_size)
+        if pitch is None:
+            pitch, yaw = self.sample_poses(z.shape[0], z.device)
+        origins = torch.stack([torch.sin(pitch) * torch.cos(yaw), torch.cos(pitch),
+                               torch.sin(pitch) * torch.sin(yaw)], -1).to(torch.float32)
+        raw_frequencies, phases = self.mapping(z, truncation_psi)
+        color, _ = self.render_rays(raw_frequencies, phases, origins, img_size, pixel_range=pixel_range,
+                                    lock_view_dependence=lock_view_dependence, fast=True)
+        poses = torch.stack([pitch, yaw], -1)
+        if pixel_range is not None:
+            return (color * 2 - 1).permute(0, 2, 1), poses
+        return self._to_image(color, img_size), poses
+
+    @staticmethod
+    def _to_image(color, img_size):
+        return (color * 2 - 1).reshape(-1, img_size, img_size, 3).permute(0, 3, 1, 2).contiguous()

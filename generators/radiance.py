@@ -1,0 +1,142 @@
+"""Radiance network: pi-GAN's FiLM-SIREN conditioned on z, with GRAM's per-layer summed heads.
+
+Names follow the official `GramRF` (`network.{i}.layer`, `color_layer.0.layer`, `output_sigma.{i}`,
+`output_color.{i}`, [`output_feature.{i}` in GRAM-HD], `mapping_network.network.{0,2,4,6}`), registered in
+that order so that parameters() order equals the official state_dict / EMA shadow order.
+"""
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+# FiLM frequencies are predicted around a SIREN-like scale: gamma = 15 * raw + 30.
+FREQUENCY_SCALE = 15.0
+FREQUENCY_OFFSET = 30.0
+# "widen_sigmoid": rgb in (-0.001, 1.001) so the GAN can reach pure black/white.
+RGB_WIDEN = 0.001
+
+
+class FiLMLayer(nn.Module):
+    """sin(gamma * (W x + b) + beta); x [B, N, in], gamma/beta [B, out] -> [B, N, out]."""
+
+    def __init__(self, in_dim, out_dim):
+        super().__init__()
+        self.layer = nn.Linear(in_dim, out_dim)
+
+    def forward(self, x, frequency, phase):
+        x = self.layer(x)
+        return torch.sin(frequency.unsqueeze(1) * x + phase.unsqueeze(1))
+
+
+class MappingNetwork(nn.Module):
+    """z [B, z_dim] -> (raw frequencies [B, L*H], phases [B, L*H]); 3 hidden LeakyReLU(0.2) layers."""
+
+    def __init__(self, z_dim, hidden_dim, output_dim):
+        super().__init__()
+        self.network = nn.Sequential(
+            nn.Linear(z_dim, hidden_dim), nn.LeakyReLU(0.2, inplace=True),
+            nn.Linear(hidden_dim, hidden_dim), nn.LeakyReLU(0.2, inplace=True),
+            nn.Linear(hidden_dim, hidden_dim), nn.LeakyReLU(0.2, inplace=True),
+            nn.Linear(hidden_dim, output_dim))
+        for module in self.network:
+            if isinstance(module, nn.Linear):
+                nn.init.kaiming_normal_(module.weight, a=0.2, mode='fan_in', nonlinearity='leaky_relu')
+        with torch.no_grad():
+            self.network[-1].weight *= 0.25
+
+    def forward(self, z):
+        out = self.network(z)
+        half = out.shape[-1] // 2
+        return out[..., :half], out[..., half:]
+
+
+def _frequency_init(module, scale=25.0):
+    # SIREN init: U(+-sqrt(6/fan_in)/scale); biases keep the PyTorch default.
+    if isinstance(module, nn.Linear):
+        fan_in = module.weight.shape[-1]
+        with torch.no_grad():
+            module.weight.uniform_(-math.sqrt(6 / fan_in) / scale, math.sqrt(6 / fan_in) / scale)
+
+
+class RadianceNetwork(nn.Module):
+    """FiLM-SIREN radiance field.
+
+    Input points [B, N, 3] (world) and unit view directions [B, N, 3]; FiLM parameters from `mapping_network`.
+    Output [B, N, 4] = (rgb in (-0.001, 1.001), sigma >= 0), plus features [B, N, feature_dim] when
+    `feature_dim` > 0 (GRAM-HD).
+    """
+
+    def __init__(self, z_dim=256, hidden_dim=256, normalize=0.24, num_layers=8, sigma_clamp_mode='softplus',
+                 rgb_clamp_mode='widen_sigmoid', feature_dim=0):
+        super().__init__()
+        self.hidden_dim = hidden_dim
+        self.input_scale = 2 / normalize
+        self.sigma_clamp_mode = sigma_clamp_mode
+        self.rgb_clamp_mode = rgb_clamp_mode
+        self.feature_dim = feature_dim
+        self.network = nn.ModuleList(
+            [FiLMLayer(3, hidden_dim)] + [FiLMLayer(hidden_dim, hidden_dim) for _ in range(num_layers - 1)])
+        self.color_layer = nn.ModuleList([FiLMLayer(hidden_dim + 3, hidden_dim)])
+        # One head per trunk layer after the first; summed (StyleGAN2-skip-like).
+        self.output_sigma = nn.ModuleList([nn.Linear(hidden_dim, 1) for _ in range(num_layers - 1)])
+        self.output_color = nn.ModuleList([nn.Linear(hidden_dim, 3) for _ in range(num_layers - 1)])
+        if feature_dim:
+            self.output_feature = nn.ModuleList([nn.Linear(hidden_dim, feature_dim) for _ in range(num_layers - 1)])
+        self.mapping_network = MappingNetwork(z_dim, 256, (num_layers + 1) * hidden_dim * 2)
+
+        self.network.apply(_frequency_init)
+        self.color_layer.apply(_frequency_init)
+        self.output_sigma.apply(_frequency_init)
+        self.output_color.apply(_frequency_init)
+        if feature_dim:
+            self.output_feature.apply(_frequency_init)
+        with torch.no_grad():  # first layer: U(+-1/fan_in), as pi-GAN
+            self.network[0].layer.weight.uniform_(-1 / 3, 1 / 3)
+
+    @property
+    def num_film(self):
+        return len(self.network) + 1
+
+    def film_parameters(self, raw_frequencies, phases):
+        """Split mapping outputs into per-layer (gamma, beta) lists; gamma = 15 raw + 30."""
+        frequencies = raw_frequencies * FREQUENCY_SCALE + FREQUENCY_OFFSET
+        h = self.hidden_dim
+        return ([frequencies[..., i * h:(i + 1) * h] for i in range(self.num_film)],
+                [phases[..., i * h:(i + 1) * h] for i in range(self.num_film)])
+
+    def forward(self, points, directions, raw_frequencies, phases, with_features=False):
+        frequency, phase = self.film_parameters(raw_frequencies, phases)
+        x = points * self.input_scale
+        sigma = 0
+        rgb = 0
+        feature = 0
+        last = len(self.network) - 1
+        for index, layer in enumerate(self.network):
+            x = layer(x, frequency[index], phase[index])
+            if index == 0:
+                continue
+            sigma = sigma + self.output_sigma[index - 1](x)
+            if with_features:
+                feature = feature + self.output_feature[index - 1](x)
+            if index < last:
+                rgb = rgb + self.output_color[index - 1](x)
+        color = self.color_layer[0](torch.cat([directions, x], dim=-1), frequency[-1], phase[-1])
+        rgb = rgb + self.output_color[-1](color)
+
+        if self.rgb_clamp_mode == 'widen_sigmoid':
+            rgb = torch.sigmoid(rgb) * (1 + 2 * RGB_WIDEN) - RGB_WIDEN
+        elif self.rgb_clamp_mode == 'sigmoid':
+            rgb = torch.sigmoid(rgb)
+        else:
+            raise ValueError(f"unknown rgb_clamp_mode {self.rgb_clamp_mode!r}; expected widen_sigmoid or sigmoid")
+        if self.sigma_clamp_mode == 'softplus':
+            sigma = F.softplus(sigma)
+        elif self.sigma_clamp_mode == 'relu':
+            sigma = F.relu(sigma)
+        else:
+            raise ValueError(f"unknown sigma_clamp_mode {self.sigma_clamp_mode!r}; expected softplus or relu")
+        out = torch.cat([rgb, sigma], dim=-1)
+        if with_features:
+            return out, feature
+        return out
