@@ -1,0 +1,96 @@
+"""Generators: GRAM (`GramGenerator`) and, from the GRAM-HD issue on, `GramHDGenerator`.
+
+Public API (kept stable for notebooks and external checks):
+    build_generator(config)                                  -> untrained generator for a config dict/name
+    load_generator(path, config=None, device='cpu')          -> generator in eval mode
+    G.render(z, pitch, yaw, img_size=None, truncation_psi=1.0, lock_view_dependence=False, return_depth=False)
+"""
+import os
+
+import torch
+
+from utils.checkpoints import (CheckpointError, OfficialEMA, copy_ema_shadow, is_own_checkpoint, load_file,
+                               load_state_dict_checked, official_ema_sibling)
+
+from .gram import GramGenerator
+
+__all__ = ['GramGenerator', 'build_generator', 'load_generator', 'resolve_config']
+
+
+def resolve_config(config):
+    """A config given by name or as a dict -> (dict, name or None)."""
+    if isinstance(config, str):
+        import configs
+        return configs.get_config(config), config
+    return config, None
+
+
+def build_generator(config):
+    """An untrained generator for `config` (a dict or a config name)."""
+    config, _ = resolve_config(config)
+    generator_class = config['generator']['class']
+    if generator_class == 'GramGenerator':
+        return GramGenerator.from_config(config)
+    if generator_class == 'GramHDGenerator':
+        try:
+            from .gramhd import GramHDGenerator
+        except ImportError as error:
+            raise NotImplementedError("GRAM-HD generators are not implemented yet") from error
+        return GramHDGenerator.from_config(config)
+    raise ValueError(f"unknown generator class {generator_class!r} in config; expected GramGenerator or "
+                     "GramHDGenerator")
+
+
+def _trainable(generator):
+    return [p for p in generator.parameters() if p.requires_grad]
+
+
+def _apply_ema(generator, ema, source):
+    """Overwrite the generator with EMA weights: an official torch_ema pickle or our own 'ema' checkpoint."""
+    if isinstance(ema, OfficialEMA):
+        copy_ema_shadow(_trainable(generator), ema.shadow(), source)
+    elif is_own_checkpoint(ema) and ema.get('kind') == 'ema':
+        load_state_dict_checked(generator, ema['state_dict'], source)
+    else:
+        raise CheckpointError(f"{source}: expected an EMA checkpoint (official torch_ema pickle or ours)")
+
+
+def load_generator(path, config=None, device='cpu'):
+    """Load a generator checkpoint into a new generator in eval mode on `device`.
+
+    Accepts:
+    - our own checkpoints (config, step and format version inside; `config` is not needed);
+    - an official GRAM `generator.pth` (raw state_dict; when the sibling file with 'generator' replaced
+      by 'ema' in its name exists, its EMA weights are used, as the official scripts do);
+    - an official `ema.pth` (pickled torch_ema object, read without torch_ema and without unrestricted
+      unpickling);
+    - an official GRAM-HD `ckpts/*.pt` (plain state_dict).
+    Official files need `config` (a name such as 'FFHQ_default', or a dict).
+    """
+    path = os.fspath(path)
+    payload = load_file(path)
+    if is_own_checkpoint(payload):
+        config, config_name = payload['config'], payload.get('config_name')
+        generator = build_generator(config)
+        if payload.get('kind') not in ('generator', 'ema'):
+            raise CheckpointError(f"{path}: a {payload.get('kind')!r} checkpoint, not a generator")
+        load_state_dict_checked(generator, payload['state_dict'], path, config_name)
+    else:
+        if config is None:
+            raise CheckpointError(f"{path} is an official checkpoint without a config inside: pass config= "
+                                  "(e.g. 'FFHQ_default', 'CATS_default', 'CARLA_default', 'GRAMHD256_FFHQ')")
+        config, config_name = resolve_config(config)
+        generator = build_generator(config)
+        if isinstance(payload, OfficialEMA):
+            copy_ema_shadow(_trainable(generator), payload.shadow(), path)
+        elif isinstance(payload, dict) and all(isinstance(v, torch.Tensor) for v in payload.values()):
+            load_state_dict_checked(generator, payload, path, config_name)
+        else:
+            raise CheckpointError(f"{path}: not a generator checkpoint (expected a state_dict of tensors, an "
+                                  f"official ema.pth or one of our checkpoints; got {type(payload).__name__})")
+    if not (isinstance(payload, OfficialEMA) or payload.get('kind') == 'ema'):
+        sibling = official_ema_sibling(path)
+        if sibling is not None:
+            _apply_ema(generator, load_file(sibling), sibling)
+    generator.config = config
+    return generator.to(device).eval()

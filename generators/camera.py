@@ -108,16 +108,21 @@ def camera_ray_directions(img_size, fov, device='cpu'):
     return _camera_ray_directions(int(img_size), float(fov), torch.device(device))
 
 
-def world_rays(origins, img_size, fov):
+def _pixel_slice(directions_cam, pixel_range):
+    return directions_cam if pixel_range is None else directions_cam[pixel_range[0]:pixel_range[1]]
+
+
+def world_rays(origins, img_size, fov, pixel_range=None):
     """World-space rays of cameras at origins [B, 3].
 
-    Returns (cam2world [B, 4, 4], ray_origins [B, R, 3], ray_directions [B, R, 3]) with R = img_size**2.
+    Returns (cam2world [B, 4, 4], ray_origins [B, R, 3], ray_directions [B, R, 3]) with R = img_size**2,
+    or R = end - start for the flattened pixels of `pixel_range` = (start, end).
     The transforms use homogeneous batched matmuls as the official renderer does, so the float32 results
     (on which the discontinuous crossing test depends) match it.
     """
     batch = origins.shape[0]
     cam2world = look_at_cam2world(origins)
-    directions_cam = camera_ray_directions(img_size, fov, origins.device)
+    directions_cam = _pixel_slice(camera_ray_directions(img_size, fov, origins.device), pixel_range)
     num_rays = directions_cam.shape[0]
     directions = torch.bmm(cam2world[:, :3, :3], directions_cam.T.unsqueeze(0).expand(batch, 3, num_rays))
     homogeneous_origin = torch.zeros(batch, 4, 1, dtype=origins.dtype, device=origins.device)
@@ -126,13 +131,13 @@ def world_rays(origins, img_size, fov):
     return cam2world, ray_origins.unsqueeze(1).expand(batch, num_rays, 3), directions.permute(0, 2, 1)
 
 
-def coarse_samples(cam2world, img_size, fov, ray_start, ray_end, num_samples):
+def coarse_samples(cam2world, img_size, fov, ray_start, ray_end, num_samples, pixel_range=None):
     """World-space sample points [B, R, S, 3] at distances linspace(ray_start, ray_end, S) along every ray.
 
     No jitter: the official renderer never perturbs these samples.
     """
     batch = cam2world.shape[0]
-    directions_cam = camera_ray_directions(img_size, fov, cam2world.device)
+    directions_cam = _pixel_slice(camera_ray_directions(img_size, fov, cam2world.device), pixel_range)
     num_rays = directions_cam.shape[0]
     distances = torch.linspace(ray_start, ray_end, num_samples, device=cam2world.device)
     points_cam = directions_cam.unsqueeze(1) * distances.reshape(1, -1, 1)  # [R, S, 3]

@@ -118,12 +118,9 @@ class GramGenerator(nn.Module):
             single = self.ray_intersections(origins[:1], img_size, pixel_range)
             return {k: (v.expand(batch, *v.shape[1:]) if v is not None else None) for k, v in single.items()}
         fov, ray_start, ray_end = self.camera['fov'], self.camera['ray_start'], self.camera['ray_end']
-        cam2world, ray_origins, ray_directions = camera.world_rays(origins, img_size, fov)
-        samples = camera.coarse_samples(cam2world, img_size, fov, ray_start, ray_end, self.num_samples)
-        if pixel_range is not None:
-            start, end = pixel_range
-            samples, ray_origins, ray_directions = (
-                samples[:, start:end], ray_origins[:, start:end], ray_directions[:, start:end])
+        cam2world, ray_origins, ray_directions = camera.world_rays(origins, img_size, fov, pixel_range)
+        samples = camera.coarse_samples(cam2world, img_size, fov, ray_start, ray_end, self.num_samples,
+                                        pixel_range)
         field = self.representation.sample_network(samples)
         points, valid = first_crossings(samples, field, self.levels(origins.device))
         is_background = None
@@ -201,10 +198,12 @@ class GramGenerator(nn.Module):
     # Public entry points
 
     def render(self, z, pitch, yaw, img_size=None, truncation_psi=1.0, lock_view_dependence=False,
-               return_depth=False, fast=True):
+               return_depth=False, fast=True, chunk_points=2 ** 19):
         """Render latents z [B, z_dim] from cameras at (pitch [B], yaw [B]) radians (official pose labels).
 
-        Angles may be float64; the camera origin is computed in float64 and cast once. Returns images
+        Angles may be float64; the camera origin is computed in float64 and cast once. Pixels are rendered
+        in chunks of about `chunk_points` manifold-field samples (a memory bound; no effect on values,
+        rays are independent). `fast=False` is the plain reference path (see `render_rays`). Returns images
         [B, 3, H, W] in [-1, 1], and depth [B, 1, H, W] (distance along the ray) with `return_depth`.
         """
         img_size = int(img_size or self.img_size)
@@ -218,9 +217,18 @@ class GramGenerator(nn.Module):
         shared_camera = bool((origins_cpu == origins_cpu[:1]).all())
         origins = origins_cpu.to(z.device)
         raw_frequencies, phases = self.mapping(z, truncation_psi)
-        color, depth = self.render_rays(raw_frequencies, phases, origins, img_size,
-                                        lock_view_dependence=lock_view_dependence, fast=fast,
-                                        shared_camera=shared_camera)
+        # Rays are independent: render in chunks of pixels so that 256^2 and up fit in laptop memory.
+        num_rays = img_size * img_size
+        rays_per_chunk = max(1, chunk_points // (z.shape[0] * self.num_samples))
+        colors, depths = [], []
+        for start in range(0, num_rays, rays_per_chunk):
+            color, depth = self.render_rays(raw_frequencies, phases, origins, img_size,
+                                            pixel_range=(start, min(num_rays, start + rays_per_chunk)),
+                                            lock_view_dependence=lock_view_dependence, fast=fast,
+                                            shared_camera=shared_camera)
+            colors.append(color)
+            depths.append(depth)
+        color, depth = torch.cat(colors, dim=1), torch.cat(depths, dim=1)
         images = self._to_image(color, img_size)
         if return_depth:
             return images, depth.reshape(-1, img_size, img_size, 1).permute(0, 3, 1, 2)

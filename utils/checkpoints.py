@@ -1,0 +1,125 @@
+"""Checkpoint I/O: the official on-disk formats, our self-describing format, atomic writes.
+
+Security: every file is read with `torch.load(..., weights_only=True)`. The official `ema.pth` files are
+whole pickled `torch_ema.ema.ExponentialMovingAverage` objects; they are admitted through the restricted
+unpickler by allow-listing a stand-in class under that exact name, so neither the `torch_ema` package nor
+an unrestricted unpickler is ever needed, and a malicious `.pth` cannot run code.
+"""
+import os
+import tempfile
+
+import torch
+
+# Our checkpoint format: a dict with these keys (plus 'state_dict' or other payload).
+FORMAT_NAME = 'gram-pytorch'
+FORMAT_VERSION = 1
+
+
+class OfficialEMA:
+    """Stand-in for `torch_ema.ema.ExponentialMovingAverage` (fadel/pytorch_ema @ 3950a7b).
+
+    Unpickling fills its __dict__: decay (float), num_updates (int), shadow_params (list of tensors in
+    the order of the parameters with requires_grad), collected_params (list).
+    """
+
+    def shadow(self):
+        return list(self.__dict__.get('shadow_params', []))
+
+
+OfficialEMA.__module__ = 'torch_ema.ema'
+OfficialEMA.__qualname__ = OfficialEMA.__name__ = 'ExponentialMovingAverage'
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file that cannot be used, with the file and the reason in the message."""
+
+
+def load_file(path, map_location='cpu'):
+    """torch.load with the restricted unpickler; official EMA pickles are admitted (as `OfficialEMA`)."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint file not found: {path}")
+    try:
+        with torch.serialization.safe_globals([OfficialEMA]):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # re-raised with the file name; the original is chained
+        raise CheckpointError(f"cannot read checkpoint {path}: {error}") from error
+
+
+def is_own_checkpoint(obj):
+    return isinstance(obj, dict) and obj.get('format') == FORMAT_NAME
+
+
+def make_checkpoint(kind, config, step, payload, config_name=None):
+    """A self-describing checkpoint dict: format + version + kind + config + step + payload keys."""
+    checkpoint = {'format': FORMAT_NAME, 'format_version': FORMAT_VERSION, 'kind': kind, 'config': config,
+                  'config_name': config_name, 'step': int(step)}
+    checkpoint.update(payload)
+    return checkpoint
+
+
+def atomic_save(obj, path):
+    """torch.save to a temp file in the same folder, fsync, then rename: a kill never leaves a torn file."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    handle, temp_path = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=folder)
+    try:
+        with os.fdopen(handle, 'wb') as stream:
+            torch.save(obj, stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temp_path, path)
+    except BaseException:
+        if os.path.exists(temp_path):
+            os.remove(temp_path)
+        raise
+
+
+def check_state_dict(module, state_dict, source, config_name=None):
+    """Raise CheckpointError naming the first key that does not fit `module` (missing, unexpected, shape)."""
+    expected = module.state_dict()
+    where = f" (config {config_name})" if config_name else ''
+    for key, tensor in expected.items():
+        if key not in state_dict:
+            raise CheckpointError(f"{source}: key {key!r} expected by the model{where} with shape "
+                                  f"{tuple(tensor.shape)} is missing from the checkpoint")
+        if tuple(state_dict[key].shape) != tuple(tensor.shape):
+            raise CheckpointError(f"{source}: key {key!r} has shape {tuple(state_dict[key].shape)} in the "
+                                  f"checkpoint but {tuple(tensor.shape)} in the model{where}")
+    for key, tensor in state_dict.items():
+        if key not in expected:
+            raise CheckpointError(f"{source}: key {key!r} (shape {tuple(tensor.shape)}) in the checkpoint is "
+                                  f"not a parameter of the model{where}")
+
+
+def load_state_dict_checked(module, state_dict, source, config_name=None):
+    check_state_dict(module, state_dict, source, config_name)
+    module.load_state_dict(state_dict, strict=True)
+
+
+def copy_ema_shadow(params, shadow, source):
+    """Copy EMA shadow tensors into `params` by position, as torch_ema's copy_to does."""
+    params = list(params)
+    if len(params) != len(shadow):
+        raise CheckpointError(f"{source}: the EMA holds {len(shadow)} tensors but the model has {len(params)} "
+                              "trainable parameters")
+    with torch.no_grad():
+        for index, (param, value) in enumerate(zip(params, shadow)):
+            if tuple(param.shape) != tuple(value.shape):
+                raise CheckpointError(f"{source}: EMA tensor {index} has shape {tuple(value.shape)} but parameter "
+                                      f"{index} of the model has {tuple(param.shape)}")
+            param.copy_(value.to(param.device, param.dtype))
+
+
+def official_ema_sibling(generator_path):
+    """Path of the official EMA file next to a `generator.pth` (file name 'generator' -> 'ema'), or None.
+
+    Only the file name is rewritten: the official scripts replaced the substring in the whole path,
+    directory names included.
+    """
+    folder, name = os.path.split(os.fspath(generator_path))
+    if 'generator' not in name:
+        return None
+    candidate = os.path.join(folder, name.replace('generator', 'ema'))
+    return candidate if os.path.isfile(candidate) else None
