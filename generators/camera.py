@@ -144,3 +144,43 @@ def coarse_samples(cam2world, img_size, fov, ray_start, ray_end, num_samples, pi
     homogeneous = F.pad(points_cam.reshape(-1, 3), (0, 1), value=1.0)  # [R*S, 4]
     points = torch.bmm(cam2world, homogeneous.T.unsqueeze(0).expand(batch, 4, num_rays * num_samples))
     return points.permute(0, 2, 1)[..., :3].reshape(batch, num_rays, num_samples, 3)
+
+
+def focal_from_fov(fov):
+    """Focal length in NDC units (pixel centres at +-1) for a full field of view `fov` in degrees."""
+    return 1.0 / math.tan(math.radians(float(fov)) / 2)
+
+
+def unproject_depth(origins, depth, fov):
+    """World points [B, H, W, 3] seen by cameras at origins [B, 3] through depth maps [B, 1, H, W].
+
+    `depth` is the distance along each pixel's ray from the camera origin (what `G.render(...,
+    return_depth=True)` returns), so a pixel's point is origin + depth * (unit ray direction). Rays are those
+    of `world_rays`, hence the same pixel grid (square images, pixel centres at NDC +-1, row 0 = +y).
+    """
+    batch, _, height, width = depth.shape
+    if height != width:
+        raise ValueError(f"unproject_depth: square depth maps expected, got {height}x{width}")
+    cam2world = look_at_cam2world(origins)
+    directions_cam = camera_ray_directions(height, fov, origins.device).to(origins.dtype)
+    directions = torch.einsum('bij,rj->bri', cam2world[:, :3, :3], directions_cam)
+    points = origins.unsqueeze(1) + directions * depth.reshape(batch, -1, 1).to(origins.dtype)
+    return points.reshape(batch, height, width, 3)
+
+
+def project_points(origins, points, fov):
+    """Project world points [B, N, 3] into cameras at origins [B, 3] (the inverse of `unproject_depth`).
+
+    Returns (ndc [B, N, 2], distance [B, N], in_front [B, N]): ndc = (x right, y up) in the pixel-centre
+    NDC of `camera_ray_directions` (a point on the ray of pixel column c, row r of an S x S image has
+    x = -1 + 2c / (S - 1), y = 1 - 2r / (S - 1)); distance = Euclidean distance from the camera origin, the
+    quantity stored in rendered depth maps; in_front = the point lies in front of the camera.
+    """
+    cam2world = look_at_cam2world(origins)
+    rotation = cam2world[:, :3, :3]
+    offsets = points - origins.unsqueeze(1)
+    local = torch.einsum('bji,bnj->bni', rotation, offsets)  # R^T (p - o): world -> camera axes
+    ahead = -local[..., 2]  # the camera looks down its -z axis
+    in_front = ahead > 1e-6
+    ndc = local[..., :2] * focal_from_fov(fov) / ahead.clamp_min(1e-6).unsqueeze(-1)
+    return ndc, offsets.norm(dim=-1), in_front

@@ -21,6 +21,15 @@ def composite(rgb_sigma, distances, valid, delta_alpha, delta_final, is_backgrou
     if is_background is not None:
         deltas = torch.where(is_background, torch.full_like(deltas, delta_final), deltas)
     alpha = (1 - torch.exp(-deltas * sigma)) * valid
+    return composite_alpha(rgb, alpha, distances, white_back=white_back, last_back=last_back)
+
+
+def composite_alpha(rgb, alpha, distances, white_back=False, last_back=False):
+    """Composite sorted samples whose opacities are already known (GRAM-HD's HR textures store alpha).
+
+    rgb [B, R, M, 3], alpha [B, R, M, 1], distances [B, R, M, 1], all sorted front to back along M.
+    Returns (rgb [B, R, 3], depth [B, R, 1], weights [B, R, M, 1]) as `composite`.
+    """
     shifted = torch.cat([torch.ones_like(alpha[..., :1, :]), 1 - alpha + TRANSMITTANCE_EPS], dim=-2)
     weights = alpha * torch.cumprod(shifted, dim=-2)[..., :-1, :]
     weight_total = weights.sum(dim=-2)

@@ -157,10 +157,13 @@ class GramGenerator(nn.Module):
         return out
 
     def render_rays(self, raw_frequencies, phases, origins, img_size, pixel_range=None,
-                    lock_view_dependence=False, fast=True, shared_camera=False):
+                    lock_view_dependence=False, fast=True, shared_camera=False, sort_origin=None,
+                    return_hits=False):
         """Render pixels of cameras at origins [B, 3] with the given FiLM parameters.
 
-        Returns (rgb [B, R, 3] in [0, 1]-ish composite space, depth [B, R, 1]).
+        Returns (rgb [B, R, 3] in [0, 1]-ish composite space, depth [B, R, 1]), plus the `ray_intersections`
+        dict (unsorted, level order) with `return_hits`. Samples are sorted by their distance from their own
+        ray origin, or from `sort_origin` [3] when given (GRAM-HD measures from batch element 0's camera).
         `fast` skips the radiance network on points that cannot contribute (invalid intersections and
         points behind the background plane); `fast=False` is the plain reference path that evaluates
         every intersection of every latent, as the official code does.
@@ -168,7 +171,8 @@ class GramGenerator(nn.Module):
         hits = self.ray_intersections(origins, img_size, pixel_range, shared_camera=shared_camera)
         points, valid, is_background = hits['points'], hits['valid'], hits['is_background']
         batch, num_rays, num_points, _ = points.shape
-        distances = torch.norm(points - hits['ray_origins'].unsqueeze(2), dim=-1, keepdim=True)
+        reference = hits['ray_origins'].unsqueeze(2) if sort_origin is None else sort_origin.reshape(1, 1, 1, 3)
+        distances = torch.norm(points - reference, dim=-1, keepdim=True)
         if lock_view_dependence:
             directions = torch.zeros_like(points)
             directions[..., 2] = -1
@@ -192,6 +196,8 @@ class GramGenerator(nn.Module):
             is_background = torch.gather(is_background.expand(batch, -1, -1, -1), -2, order)
         color, depth, _ = composite(rgb_sigma, distances, valid, self.delta_alpha, self.delta_final,
                                     is_background, white_back=self.white_back, last_back=self.last_back)
+        if return_hits:
+            return color, depth, hits
         return color, depth
 
     # ------------------------------------------------------------------------------------------------

@@ -30,10 +30,15 @@ class FiLMLayer(nn.Module):
 
 
 class MappingNetwork(nn.Module):
-    """z [B, z_dim] -> (raw frequencies [B, L*H], phases [B, L*H]); 3 hidden LeakyReLU(0.2) layers."""
+    """z [B, z_dim] -> (raw frequencies [B, L*H], phases [B, L*H]); 3 hidden LeakyReLU(0.2) layers.
 
-    def __init__(self, z_dim, hidden_dim, output_dim):
+    GRAM-HD's style mapping reuses it with `split_output=False` (-> [B, output_dim]) and an unscaled last
+    layer (`last_layer_scale=1`); pi-GAN/GRAM scale the last layer's init by 0.25.
+    """
+
+    def __init__(self, z_dim, hidden_dim, output_dim, last_layer_scale=0.25, split_output=True):
         super().__init__()
+        self.split_output = split_output
         self.network = nn.Sequential(
             nn.Linear(z_dim, hidden_dim), nn.LeakyReLU(0.2, inplace=True),
             nn.Linear(hidden_dim, hidden_dim), nn.LeakyReLU(0.2, inplace=True),
@@ -43,10 +48,12 @@ class MappingNetwork(nn.Module):
             if isinstance(module, nn.Linear):
                 nn.init.kaiming_normal_(module.weight, a=0.2, mode='fan_in', nonlinearity='leaky_relu')
         with torch.no_grad():
-            self.network[-1].weight *= 0.25
+            self.network[-1].weight *= last_layer_scale
 
     def forward(self, z):
         out = self.network(z)
+        if not self.split_output:
+            return out
         half = out.shape[-1] // 2
         return out[..., :half], out[..., half:]
 

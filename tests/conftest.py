@@ -1,0 +1,26 @@
+"""Test setup: the repo root on sys.path, deterministic threads, and the location of ../shared."""
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED = REPO_ROOT.parent / 'shared'
+OFFICIAL_FIXTURES = SHARED / 'fixtures' / 'official'
+
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+# The official fixtures were rendered with 2 intra-op threads.
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def official_fixture(name):
+    """Path of an official fixture folder, or skip the test with the reason when ../shared is absent."""
+    folder = OFFICIAL_FIXTURES / name
+    if not folder.is_dir():
+        pytest.skip(f"official fixture {folder} not found: it ships beside the project checkout in ../shared, "
+                    "which a user's clone does not have")
+    return folder
