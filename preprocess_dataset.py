@@ -10,6 +10,8 @@ Every category writes <output_dir>/<name>.png (size x size RGB) and one pose fil
                                                                from the landmarks (utils/alignment.py)
     cats, afhq   9-landmark alignment with roll removal        <name>_pose.npy, float64 [pitch, yaw]
     carla        plain resize (default 128)                    <name>_extrinsics.npy, copied unchanged
+    synthetic    procedural 3D heads, no raw data needed        <index>.mat (true camera pose, FFHQ format);
+                 (--num_images, --size, --seed; synthetic_data.py)
 
 One bad image (unreadable, truncated, bad landmarks, pose missing) never stops the run: it is listed with
 its reason in <output_dir>/skipped.txt. Files are written under a temporary name and renamed into place,
@@ -73,6 +75,8 @@ def parse_args(argv=None):
                         help='output resolution (default 256, 128 for carla; up to 1024 for GRAM-HD)')
     parser.add_argument('--workers', type=int, default=os.cpu_count() or 1, help='parallel processes')
     parser.add_argument('--overwrite', action='store_true', help='redo images that are already done')
+    parser.add_argument('--num_images', type=int, default=10000, help='synthetic: number of images')
+    parser.add_argument('--seed', type=int, default=0, help='synthetic: dataset seed')
     args = parser.parse_args(argv)
     if args.size is not None and args.size < 16:
         parser.error(f"--size {args.size}: expected a resolution of at least 16")
@@ -97,11 +101,14 @@ class Job:
     overwrite: bool
 
 
-def find_images(folder, extensions, recursive):
-    """Sorted image paths under folder with one of the (lower-case) extensions, any letter case."""
-    found = []
+def find_images(folder, extensions, recursive, exclude):
+    """Sorted image paths under folder with one of the (lower-case) extensions, any letter case.
+
+    The folder `exclude` (the output folder, if it lies inside the raw one) is not searched.
+    """
+    found, excluded = [], os.path.realpath(exclude)
     for root, dirs, files in os.walk(folder):
-        dirs.sort()
+        dirs[:] = sorted(d for d in dirs if os.path.realpath(os.path.join(root, d)) != excluded)
         found += [os.path.join(root, f) for f in sorted(files) if f.lower().endswith(extensions)]
         if not recursive:
             break
@@ -119,7 +126,7 @@ def list_jobs(cate, raw_dir, output_dir, size, overwrite):
     """All jobs for a raw folder, plus (image, reason) for images that cannot become a job."""
     recursive = cate in ('cats', 'afhq')
     jobs, rejected, source_of = [], [], {}
-    for image in find_images(raw_dir, IMAGE_EXTENSIONS[cate], recursive):
+    for image in find_images(raw_dir, IMAGE_EXTENSIONS[cate], recursive, exclude=output_dir):
         name = os.path.splitext(os.path.basename(image))[0]
         if name in source_of:
             rejected.append((image, f"duplicate name: {source_of[name]} also becomes {name}.png"))
@@ -278,11 +285,25 @@ def run_jobs(jobs, workers, description):
 
 # -----------------------------------------------------------------------------
 
+def make_synthetic(args):
+    # Imported here: the renderer needs torch and the generator's camera code, the other categories do not.
+    import synthetic_data
+
+    output_dir = args.output_dir or os.path.join('.', 'datasets', 'synthetic')
+    size = args.size or 64
+    if args.num_images < 1:
+        raise SystemExit(f"error: --num_images {args.num_images}: expected at least 1")
+    with tqdm(total=args.num_images, desc=f"synthetic {size}^2", unit='img') as progress:
+        synthetic_data.write_synthetic_dataset(output_dir, args.num_images, size, args.seed, workers=args.workers,
+                                               overwrite=args.overwrite, progress=progress)
+    print(f"synthetic: {args.num_images} images of {size}^2 (seed {args.seed}) in {output_dir}")
+    return 0
+
+
 def main(argv=None):
     args = parse_args(argv)
     if args.cate == 'synthetic':
-        print("synthetic dataset generation is not implemented yet", file=sys.stderr)
-        return 2
+        return make_synthetic(args)
     raw_dir = args.raw_dataset_path or os.path.join('.', 'raw_data', args.cate)
     output_dir = args.output_dir or os.path.join('.', 'datasets', args.cate)
     size = args.size or DEFAULT_SIZE.get(args.cate, 256)
@@ -301,9 +322,9 @@ def main(argv=None):
     if leftovers:
         print(f"removed {leftovers} temporary file(s) left by an interrupted run")
 
-    results = run_jobs(jobs, args.workers, f"{args.cate} -> {output_dir} ({size}^2)")
+    results = run_jobs(jobs, args.workers, f"{args.cate} {size}^2")
 
-    skipped = rejected + [(image, reason) for status, image, reason in results if status == 'skipped']
+    skipped = sorted(rejected + [(image, reason) for status, image, reason in results if status == 'skipped'])
     skipped_list = os.path.join(output_dir, 'skipped.txt')
     lines = ''.join(f"{image}\t{reason}\n" for image, reason in skipped)
     write_atomically(skipped_list, lambda handle: handle.write(lines.encode('utf-8')))

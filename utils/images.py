@@ -50,10 +50,11 @@ def add_watermark(image, text='generated'):
     return np.asarray(Image.alpha_composite(base, layer).convert('RGB'))
 
 
-def _atomic_path(path):
+def _atomic_path(path, suffix='.partial'):
+    # A temporary name that no `*.png` glob of a data reader matches; videos keep their extension because
+    # ffmpeg picks the container from it.
     folder = os.path.dirname(os.path.abspath(path)) or '.'
     os.makedirs(folder, exist_ok=True)
-    suffix = os.path.splitext(path)[1]
     handle, temp = tempfile.mkstemp(prefix='.tmp_', suffix=suffix, dir=folder)
     os.close(handle)
     return temp
@@ -87,7 +88,7 @@ def save_video(frames, path, fps=30):
     """Write uint8 HWC frames as an H.264 MP4 (imageio + the ffmpeg binary of imageio-ffmpeg)."""
     import imageio.v2 as imageio
 
-    temp = _atomic_path(path)
+    temp = _atomic_path(path, suffix=os.path.splitext(path)[1])
     try:
         # macro_block_size=1 keeps odd sizes (e.g. 64x64 tiles of a 1x3 grid) instead of resizing them.
         with imageio.get_writer(temp, format='FFMPEG', mode='I', fps=fps, codec='libx264', quality=8,
