@@ -137,23 +137,37 @@ class GramGenerator(nn.Module):
     # Radiance
 
     def radiance(self, points, directions, raw_frequencies, phases, contributing=None):
-        """rgb/sigma [B, R, M, 4] at points [B, R, M, 3] seen along directions [B, R, M, 3].
+        """rgb/sigma [B, R, M, 4] at points [B, R, M, 3] seen along directions [B, R, M, 3] (or one shared
+        direction [3], e.g. the locked view direction).
 
         With a `contributing` mask [B, R, M] the network runs only on those points and the others get
         rgb = sigma = 0 (they must be points whose alpha is 0 or whose weight is hidden behind the opaque
-        background plane, so the composite does not change).
+        background plane, so the composite does not change). Without gradients that path uses the folded
+        FiLM evaluation (`RadianceNetwork.forward_folded`).
         """
         network = self.representation.rf_network
         batch, num_rays, num_points, _ = points.shape
+        shared_direction = directions.dim() == 1
         if contributing is None:
+            if shared_direction:
+                directions = directions.expand_as(points)
             out = network(points.reshape(batch, -1, 3), directions.reshape(batch, -1, 3), raw_frequencies, phases)
             return out.reshape(batch, num_rays, num_points, 4)
         out = points.new_zeros(batch, num_rays, num_points, 4)
+        folded = not torch.is_grad_enabled()
         for b in range(batch):  # FiLM parameters differ per latent, so pack each latent's points separately
             mask = contributing[b]
-            selected = network(points[b][mask].unsqueeze(0), directions[b][mask].unsqueeze(0),
-                               raw_frequencies[b:b + 1], phases[b:b + 1])
-            out[b][mask] = selected[0].to(out.dtype)
+            selected_points = points[b][mask]
+            selected_directions = directions if shared_direction else directions[b][mask]
+            if folded:
+                selected = network.forward_folded(selected_points, selected_directions, raw_frequencies[b],
+                                                  phases[b])
+            else:
+                if shared_direction:
+                    selected_directions = selected_directions.expand_as(selected_points)
+                selected = network(selected_points.unsqueeze(0), selected_directions.unsqueeze(0),
+                                   raw_frequencies[b:b + 1], phases[b:b + 1])[0]
+            out[b][mask] = selected.to(out.dtype)
         return out
 
     def render_rays(self, raw_frequencies, phases, origins, img_size, pixel_range=None,
@@ -174,8 +188,8 @@ class GramGenerator(nn.Module):
         reference = hits['ray_origins'].unsqueeze(2) if sort_origin is None else sort_origin.reshape(1, 1, 1, 3)
         distances = torch.norm(points - reference, dim=-1, keepdim=True)
         if lock_view_dependence:
-            directions = torch.zeros_like(points)
-            directions[..., 2] = -1
+            # every point is seen along (0, 0, -1): the textures of GRAM-HD videos rely on this
+            directions = torch.tensor([0.0, 0.0, -1.0], dtype=points.dtype, device=points.device)
         else:
             directions = hits['ray_directions'].unsqueeze(2).expand(-1, -1, num_points, -1)
         if batch != raw_frequencies.shape[0]:
