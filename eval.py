@@ -1,0 +1,108 @@
+"""FID / KID / IS (torch-fidelity) and 3D consistency, with GRAM-HD's eval.py flags and a stated protocol.
+
+    # GRAM-HD style: a folder of rendered fakes against a folder of real images
+    python inference.py --ckpt ckpts/ffhq256.pt --config GRAMHD256_FFHQ --type rand --seeds 0-19999 \\
+        --truncation 1.0 --output_dir fakes/ffhq256
+    python eval.py --real_images_dir data/FFHQ --fake_images_dir fakes/ffhq256 --num_real 20000
+
+    # or render the fakes straight from a checkpoint (same rule as inference.py --type rand)
+    python eval.py --ckpt ckpts/ffhq256.pt --config GRAMHD256_FFHQ --real_images_dir data/FFHQ \\
+        --num_fake 20000 --num_real 20000 --metrics fid,kid,is,consistency
+
+Protocol (recorded in the JSON next to every number):
+- reals: all png/jpg/jpeg under --real_images_dir (recursive) or --num_real of them (seeded subset),
+  RGB, centre crop, PIL LANCZOS resize to --image_size (default: the model resolution);
+- fakes: *.png of --fake_images_dir (never resized: they must be image_size x image_size), or --num_fake
+  (default 10000) images rendered from --ckpt with seeds 0..N-1, poses from the config prior, view
+  dependence on, psi = --truncation (1.0);
+- torch-fidelity's inception-v3-compat features (TF-2015 Inception port, bilinear resize to 299 inside);
+  FID on the 2048-d pool features; KID (torch-fidelity) with 100 subsets of 1000 (fewer images: the subset
+  shrinks, with a warning), reported raw and x100; IS (torch-fidelity) with 10 splits; rng seed 2020.
+Feature caches are keyed by folder content and protocol; --use_*_images_cache reuses a matching cache,
+otherwise it is recomputed. Results are printed and written to --output_json (default: in --tmp_dir).
+"""
+import argparse
+import os
+import sys
+
+import torch
+
+from evaluation import consistency
+from evaluation.fidelity import EvaluationError
+from evaluation.runner import evaluate, summary_lines
+
+
+def default_device():
+    return 'cuda' if torch.cuda.is_available() else 'cpu'
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    group = parser.add_argument_group('GRAM-HD eval.py flags')
+    group.add_argument('--real_images_dir', default=None, help='folder of real images (searched recursively)')
+    group.add_argument('--fake_images_dir', default=None, help='folder of generated *.png at the model resolution')
+    group.add_argument('--tmp_dir', default='metrics/cache',
+                       help='feature caches, rendered fakes and the default JSON output')
+    group.add_argument('--image_size', type=int, default=None,
+                       help='evaluation resolution; default: the model (or fake image) resolution')
+    group.add_argument('--num_fake', '--num_samples', dest='num_fake', type=int, default=None,
+                       help='fakes to use: default all in --fake_images_dir, or 10000 rendered from --ckpt')
+    group.add_argument('--real_images_cache_name', default=None,
+                       help='prefix of the real feature cache (default: from the folder path)')
+    group.add_argument('--fake_images_cache_name', default=None,
+                       help='prefix of the fake feature cache (default: from the folder or checkpoint path)')
+    group.add_argument('--use_real_images_cache', action='store_true',
+                       help='reuse the real features if a cache for the same content and protocol exists')
+    group.add_argument('--use_fake_images_cache', action='store_true',
+                       help='reuse the fake renders/features if a cache for the same content and protocol exists')
+
+    group = parser.add_argument_group('fakes from a checkpoint')
+    group.add_argument('--ckpt', default=None, help='generator checkpoint (ours, or official with --config)')
+    group.add_argument('--config', default=None, help='config name, needed for official checkpoints')
+    group.add_argument('--truncation', type=float, default=1.0, help='psi for fakes and consistency (1.0 = off)')
+
+    group = parser.add_argument_group('metrics and engine')
+    group.add_argument('--num_real', type=int, default=None, help='real images to use (default: all)')
+    group.add_argument('--metrics', default='fid,kid,is', help="comma list of fid, kid, is, consistency")
+    group.add_argument('--feature_extractor_weights', default=None,
+                       help='local inception-v3-compat weights (.pth) for machines without internet')
+    group.add_argument('--device', default=default_device())
+    group.add_argument('--batch_size', type=int, default=64, help='feature-extractor batch size')
+    group.add_argument('--output_json', default=None, help='result file (default: <tmp_dir>/<fake cache>.json)')
+    group.add_argument('--num_workers', type=int, default=min(4, os.cpu_count() or 1),
+                       help='image-loading worker processes (0: load in the main process)')
+    group.add_argument('--quiet', action='store_true', help='no progress output on stderr')
+
+    group = parser.add_argument_group('3D consistency (--metrics consistency)')
+    group.add_argument('--consistency_seeds', default='0-15', help="seeds, e.g. '0-15' or '0,3,7'")
+    group.add_argument('--consistency_views', type=int, default=consistency.DEFAULT_NUM_VIEWS,
+                       help='views in the yaw sweep')
+    group.add_argument('--consistency_yaw_range', type=float, default=consistency.DEFAULT_YAW_RANGE,
+                       help='the sweep covers prior yaw mean +- this (radians)')
+    group.add_argument('--depth_tolerance', type=float, default=consistency.DEFAULT_DEPTH_TOLERANCE,
+                       help='relative depth difference above which a pixel counts as occluded')
+    return parser
+
+
+def run(argv=None, **overrides):
+    """Parse argv, apply programmatic overrides (fid_evaluation.py), evaluate; returns the result dict."""
+    from utils.checkpoints import CheckpointError
+
+    options = build_parser().parse_args(argv)
+    for key, value in overrides.items():
+        setattr(options, key, value)
+    try:
+        result = evaluate(options)
+    except (EvaluationError, CheckpointError, FileNotFoundError) as error:
+        raise SystemExit(f"error: {error}") from error
+    print('\n'.join(summary_lines(result)))
+    return result
+
+
+def main(argv=None):
+    run(argv)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

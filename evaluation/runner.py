@@ -1,0 +1,337 @@
+"""The driver shared by eval.py and fid_evaluation.py: image sources -> metrics -> summary + JSON."""
+import hashlib
+import json
+import os
+import sys
+import tempfile
+
+import torch
+from tqdm import tqdm
+
+from . import consistency as consistency_metric
+from . import fidelity
+from .fidelity import EvaluationError
+
+METRIC_NAMES = ('fid', 'kid', 'is', 'consistency')
+FIDELITY_METRICS = ('fid', 'kid', 'is')
+# Fakes rendered from a checkpoint when --num_fake is not given (GRAM-HD eval.py's --num_samples default).
+DEFAULT_NUM_FAKE_FROM_CKPT = 10000
+RAND_RULE = ('seeds 0..N-1; per seed one torch.Generator seeded with the seed draws z ~ N(0, I) and then '
+             '(pitch, yaw) from the config camera prior (inference.py --type rand); view dependence on')
+MANIFEST = 'manifest.json'
+
+
+def parse_metrics(text):
+    """'fid,kid,is,consistency' -> ordered unique list; unknown or empty names are errors."""
+    names = []
+    for item in str(text).split(','):
+        name = item.strip().lower()
+        if not name:
+            continue
+        if name not in METRIC_NAMES:
+            raise EvaluationError(f"unknown metric {name!r} in --metrics {text!r}; expected a comma list of "
+                                  f"{', '.join(METRIC_NAMES)}")
+        if name not in names:
+            names.append(name)
+    if not names:
+        raise EvaluationError(f"--metrics {text!r} names no metric; expected some of {', '.join(METRIC_NAMES)}")
+    return names
+
+
+# --------------------------------------------------------------------------------------------------------
+# Fakes from a checkpoint
+
+
+def checkpoint_identity(ckpt, config_name):
+    """What a checkpoint's renders depend on: its bytes, the official EMA sibling it pulls in, the config."""
+    from utils.checkpoints import official_ema_sibling
+
+    sibling = official_ema_sibling(ckpt)
+    return {'path': os.path.abspath(ckpt), 'sha256': fidelity.file_sha256(ckpt),
+            'ema_sibling': None if sibling is None else {'path': os.path.abspath(sibling),
+                                                         'sha256': fidelity.file_sha256(sibling)},
+            'config': config_name}
+
+
+def prior_description(generator):
+    prior = generator.prior
+    mode = prior.get('mode', 'gaussian')
+    return (f"{mode} prior: yaw mean {prior['h_mean']:.6g} std/range {prior['h_stddev']:.6g}, pitch mean "
+            f"{prior['v_mean']:.6g} std/range {prior['v_stddev']:.6g}")
+
+
+@torch.no_grad()
+def rand_sample(generator, seed, truncation, device):
+    """uint8 HWC image of one seed under inference.py's `--type rand` rule (byte-identical to it)."""
+    from generators.camera import sample_camera_angles
+    from inference import render_batch
+
+    rng = torch.Generator().manual_seed(int(seed))
+    z = torch.randn(1, generator.z_dim, generator=rng).to(device)
+    pitch, yaw = sample_camera_angles(1, generator=rng, **generator.prior)
+    images, _ = render_batch(generator, z, pitch.double(), yaw.double(), None, truncation, lock=False)
+    return images[0]
+
+
+def render_fakes(generator, out_dir, num, truncation, device, verbose=True):
+    """Render seeds 0..num-1 as {seed:05d}.png into out_dir; returns the list of paths.
+
+    One seed per call, as inference.py renders them, so the files equal `inference.py --type rand --seeds
+    0-(num-1)` byte for byte.
+    """
+    from utils.images import save_png
+
+    os.makedirs(out_dir, exist_ok=True)
+    paths = []
+    for seed in tqdm(range(num), desc='rendering fakes', unit='img', disable=not verbose, file=sys.stderr):
+        path = os.path.join(out_dir, f'{seed:05d}.png')
+        save_png(rand_sample(generator, seed, truncation, device), path)
+        paths.append(path)
+    return paths
+
+
+def _read_manifest(folder):
+    """The manifest of a render folder, or None when absent or unreadable (then the fakes are re-rendered)."""
+    path = os.path.join(folder, MANIFEST)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path) as stream:
+            return json.load(stream)
+    except (OSError, ValueError) as error:
+        fidelity.warn(f"ignoring unreadable render manifest {path} ({error}); rendering the fakes again")
+        return None
+
+
+def rendered_fake_set(generator, ckpt_id, num_fake, truncation, device, tmp_dir, cache_name, reuse, verbose):
+    """Fakes rendered from a checkpoint into `<tmp_dir>/<prefix>-<key>/`, reused when `reuse` and complete.
+
+    The key hashes the checkpoint bytes (and its EMA sibling), the config, the number of images, psi, the
+    sampling rule, the resolution and the device type, so renders of another model or setting never mix.
+    """
+    fields = {'checkpoint': ckpt_id, 'num_fake': num_fake, 'truncation': truncation, 'rule': RAND_RULE,
+              'image_size': generator.img_size, 'device_type': torch.device(device).type}
+    key = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+    prefix = fidelity.sanitize_name(cache_name or 'fake_' + os.path.splitext(os.path.basename(ckpt_id['path']))[0])
+    folder = os.path.join(tmp_dir, f'{prefix}-{key}')
+    files = [os.path.join(folder, f'{seed:05d}.png') for seed in range(num_fake)]
+    manifest = _read_manifest(folder)
+    if reuse and manifest == fields and all(os.path.isfile(path) for path in files):
+        if verbose:
+            print(f"reusing {num_fake} rendered fakes in {folder}", file=sys.stderr)
+    else:
+        if os.path.isfile(os.path.join(folder, MANIFEST)):
+            os.remove(os.path.join(folder, MANIFEST))  # incomplete until the new manifest is written
+        files = render_fakes(generator, folder, num_fake, truncation, device, verbose)
+        _write_json(fields, os.path.join(folder, MANIFEST))
+    return fidelity.fake_image_set(folder, files=files, cache_name=prefix, reuse_cache=reuse)
+
+
+# --------------------------------------------------------------------------------------------------------
+# The whole evaluation
+
+
+def _write_json(payload, path):
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    handle, temp = tempfile.mkstemp(prefix='.tmp_', suffix='.json', dir=folder)
+    try:
+        with os.fdopen(handle, 'w') as stream:
+            json.dump(payload, stream, indent=2, sort_keys=False)
+            stream.write('\n')
+        os.replace(temp, path)
+    finally:
+        if os.path.exists(temp):
+            os.remove(temp)
+
+
+def _load_generator(options):
+    import configs
+    from generators import load_generator
+
+    if isinstance(options.config, str):
+        try:
+            configs.get_config(options.config)
+        except KeyError as error:  # its message lists the known names
+            raise EvaluationError(f"--config: {error.args[0]}") from error
+    if not os.path.isfile(options.ckpt):
+        raise EvaluationError(f"--ckpt file not found: {options.ckpt}")
+    generator = load_generator(options.ckpt, config=options.config, device=options.device)
+    config_name = options.config if isinstance(options.config, str) else None
+    return generator, checkpoint_identity(options.ckpt, config_name)
+
+
+def evaluate(options):
+    """Run the metrics described by `options` (the eval.py namespace); returns the result dict.
+
+    Extra optional attributes used by fid_evaluation.py: `fake_render_dir` (render the fakes there, always
+    afresh, instead of a keyed folder under tmp_dir) and `num_real_flag`/`num_fake_flag` (flag names for
+    error messages).
+    """
+    metrics = parse_metrics(options.metrics)
+    fidelity_metrics = [m for m in metrics if m in FIDELITY_METRICS]
+    verbose = not getattr(options, 'quiet', False)
+    if options.batch_size < 1:
+        raise EvaluationError(f"--batch_size must be >= 1, got {options.batch_size}")
+    if options.num_workers < 0:
+        raise EvaluationError(f"--num_workers must be >= 0, got {options.num_workers}")
+    if options.image_size is not None and options.image_size < 1:
+        raise EvaluationError(f"--image_size must be >= 1, got {options.image_size}")
+    fake_render_dir = getattr(options, 'fake_render_dir', None)
+    from_checkpoint = bool(fidelity_metrics) and options.fake_images_dir is None
+    if fidelity_metrics and options.fake_images_dir is None and options.ckpt is None:
+        raise EvaluationError("FID/KID/IS need fakes: pass --fake_images_dir, or --ckpt (and --config for "
+                              "official checkpoints) to render them")
+    if 'consistency' in metrics and options.ckpt is None:
+        raise EvaluationError("--metrics consistency renders views with depth: pass --ckpt")
+    if options.fake_images_dir is not None and options.ckpt is not None:
+        if 'consistency' not in metrics:
+            fidelity.warn(f"--ckpt {options.ckpt} is not used: the fakes are read from --fake_images_dir")
+        elif verbose:
+            print(f"fakes are read from {options.fake_images_dir}; --ckpt is used for the consistency metric",
+                  file=sys.stderr)
+    if fidelity_metrics and {'fid', 'kid'} & set(fidelity_metrics) and options.real_images_dir is None:
+        raise EvaluationError("FID and KID need real images: pass --real_images_dir")
+
+    generator = ckpt_id = None
+    if options.ckpt is not None and (from_checkpoint or 'consistency' in metrics):
+        generator, ckpt_id = _load_generator(options)
+
+    result = {}
+    protocol = {'metrics': metrics, 'device': str(options.device)}
+    json_name = None
+    if fidelity_metrics:
+        weights = fidelity.weights_identity(options.feature_extractor_weights)
+        if from_checkpoint:
+            image_size = int(generator.img_size)
+            if options.image_size is not None and options.image_size != image_size:
+                raise EvaluationError(f"--image_size {options.image_size} but {options.ckpt} renders "
+                                      f"{image_size}x{image_size}; fakes are never resized: omit --image_size "
+                                      f"(it defaults to the model resolution)")
+            num_fake = DEFAULT_NUM_FAKE_FROM_CKPT if options.num_fake is None else options.num_fake
+            if num_fake < 1:
+                raise EvaluationError(f"{getattr(options, 'num_fake_flag', '--num_fake')} must be >= 1, "
+                                      f"got {num_fake}")
+            if fake_render_dir is not None:
+                files = render_fakes(generator, fake_render_dir, num_fake, options.truncation, options.device,
+                                     verbose)
+                # Rendered afresh every run: caching their features would only pile up files.
+                fake_set = fidelity.fake_image_set(fake_render_dir, files=files, cache=False)
+            else:
+                fake_set = rendered_fake_set(generator, ckpt_id, num_fake, options.truncation, options.device,
+                                             options.tmp_dir, options.fake_images_cache_name,
+                                             options.use_fake_images_cache, verbose)
+            fake_origin = {'checkpoint': ckpt_id, 'truncation': float(options.truncation),
+                           'pose_sampling': f"{RAND_RULE}; {prior_description(generator)}"}
+        else:
+            fake_set = fidelity.fake_image_set(options.fake_images_dir, options.num_fake,
+                                               options.fake_images_cache_name, options.use_fake_images_cache,
+                                               flag=getattr(options, 'num_fake_flag', '--num_fake'))
+            image_size = fidelity.check_fake_sizes(fake_set.files, options.image_size)
+            fake_origin = {'checkpoint': None, 'truncation': None,
+                           'pose_sampling': f"unknown: fakes read from {fake_set.source} (not rendered here)"}
+        real_set = None
+        if {'fid', 'kid'} & set(fidelity_metrics):
+            real_set = fidelity.real_image_set(options.real_images_dir, options.num_real,
+                                               options.real_images_cache_name, options.use_real_images_cache,
+                                               flag=getattr(options, 'num_real_flag', '--num_real'))
+        values, details = fidelity.compute_fidelity(
+            fake_set, real_set, fidelity_metrics, image_size, weights=weights, device=options.device,
+            batch_size=options.batch_size, cache_root=options.tmp_dir, num_workers=options.num_workers,
+            verbose=verbose)
+        result.update(values)
+        json_name = details['fake_cache_name'] or 'metrics'
+        protocol.update({
+            'num_real': details['num_real'],
+            'num_fake': details['num_fake'],
+            'image_size': image_size,
+            'resize_method': {'real': fidelity.REAL_RESIZE, 'fake': fidelity.FAKE_RESIZE,
+                              'inception_input': fidelity.INCEPTION_INPUT},
+            'truncation': fake_origin['truncation'],
+            'pose_sampling': fake_origin['pose_sampling'],
+            'feature_extractor': {'name': fidelity.FEATURE_EXTRACTOR, 'weights': weights},
+            'library': f"torch-fidelity {fidelity.torch_fidelity_version()}",
+            'fid_formula': details['fid_formula'],
+            'kid': details['kid'],
+            'isc': details['isc'],
+            'rng_seed': details['rng_seed'],
+            'fake_images': {'source': fake_set.source, 'available': fake_set.available,
+                            'selection': fake_set.selection, 'cache_name': details['fake_cache_name'],
+                            'features': details['fake_features'], 'checkpoint': fake_origin['checkpoint']},
+            'real_images': None if real_set is None else {
+                'source': real_set.source, 'available': real_set.available, 'selection': real_set.selection,
+                'cache_name': details['real_cache_name'], 'features': details['real_features']},
+            'cache_root': os.path.abspath(options.tmp_dir),
+        })
+
+    if 'consistency' in metrics:
+        from utils.seeds import parse_seeds
+
+        try:
+            seeds = parse_seeds(options.consistency_seeds)
+        except ValueError as error:
+            raise EvaluationError(f"--consistency_seeds: {error}") from error
+        progress = tqdm(total=len(seeds), desc='consistency', unit='seed', disable=not verbose, file=sys.stderr)
+        try:
+            scores = consistency_metric.evaluate_consistency(
+                generator, seeds, options.consistency_views, options.consistency_yaw_range, options.truncation,
+                options.depth_tolerance, options.device, progress)
+        except ValueError as error:
+            raise EvaluationError(f"consistency: {error}") from error
+        finally:
+            progress.close()
+        scores['protocol']['checkpoint'] = ckpt_id
+        result['consistency'] = scores
+        protocol['consistency'] = scores['protocol']
+        if json_name is None:
+            json_name = 'consistency-' + fidelity.sanitize_name(os.path.splitext(os.path.basename(options.ckpt))[0])
+
+    result['protocol'] = protocol
+    output_json = options.output_json or os.path.join(options.tmp_dir, f'{json_name}.json')
+    _write_json(result, output_json)
+    result['output_json'] = os.path.abspath(output_json)
+    return result
+
+
+def summary_lines(result):
+    """Human-readable lines: every metric with its protocol."""
+    lines = []
+    if 'fid' in result:
+        lines.append(f"FID: {result['fid']:.4f}")
+    if 'kid' in result:
+        lines.append(f"KID: {result['kid']:.6f} +- {result['kid_std']:.6f}   (x100: {result['kid_x100']:.4f} "
+                     f"+- {result['kid_x100_std']:.4f})")
+    if 'is_mean' in result:
+        lines.append(f"IS: {result['is_mean']:.4f} +- {result['is_std']:.4f}")
+    protocol = result['protocol']
+    if 'image_size' in protocol:
+        size = f"{protocol['image_size']}x{protocol['image_size']}"
+        if protocol['num_real'] is not None:
+            lines.append(f"protocol: {protocol['num_real']} real vs {protocol['num_fake']} fake images at {size}; "
+                         f"reals: {protocol['resize_method']['real']}; fakes: {protocol['resize_method']['fake']}")
+        else:
+            lines.append(f"protocol: {protocol['num_fake']} fake images at {size}; fakes: "
+                         f"{protocol['resize_method']['fake']}")
+        truncation = protocol['truncation']
+        lines.append(f"          fakes: psi {truncation if truncation is not None else 'unknown'}; poses: "
+                     f"{protocol['pose_sampling']}")
+        weights = protocol['feature_extractor']['weights']
+        settings = [f"{protocol['feature_extractor']['name']} (weights: {weights['path'] or weights['source']})",
+                    protocol['library']]
+        if 'kid' in result:
+            settings.append(f"KID subsets {protocol['kid']['subsets']} x {protocol['kid']['subset_size']}")
+        if 'is_mean' in result:
+            settings.append(f"IS splits {protocol['isc']['splits']}")
+        settings.append(f"rng seed {protocol['rng_seed']}")
+        lines.append('          ' + ', '.join(settings))
+    if 'consistency' in result:
+        scores = result['consistency']
+        cons = scores['protocol']
+        lines.append(f"consistency: PSNR {scores['psnr_mean']:.2f} +- {scores['psnr_std']:.2f} dB, L1 "
+                     f"{scores['l1_mean']:.5f} +- {scores['l1_std']:.5f} (co-visible {scores['covisible_mean']:.1%})")
+        lines.append(f"          {cons['num_seeds']} seed(s), {cons['num_views']} views, yaw +-{cons['yaw_range']} "
+                     f"rad, {cons['image_size']}x{cons['image_size']}, psi {cons['truncation']}, depth tolerance "
+                     f"{cons['depth_tolerance']}")
+    if 'output_json' in result:
+        lines.append(f"wrote {result['output_json']}")
+    return lines
