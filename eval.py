@@ -63,7 +63,7 @@ def build_parser():
 
     group = parser.add_argument_group('metrics and engine')
     group.add_argument('--num_real', type=int, default=None, help='real images to use (default: all)')
-    group.add_argument('--metrics', default='fid,kid,is', help="comma list of fid, kid, is, consistency")
+    group.add_argument('--metrics', default='fid,kid,is', help="comma list of fid, kid, is, swd (offline, no Inception weights), consistency")
     group.add_argument('--feature_extractor_weights', default=None,
                        help='local inception-v3-compat weights (.pth) for machines without internet')
     group.add_argument('--device', default=default_device())

@@ -9,11 +9,13 @@ import torch
 from tqdm import tqdm
 
 from . import consistency as consistency_metric
-from . import fidelity
+from . import fidelity, swd
 from .fidelity import EvaluationError
 
-METRIC_NAMES = ('fid', 'kid', 'is', 'consistency')
+METRIC_NAMES = ('fid', 'kid', 'is', 'swd', 'consistency')
 FIDELITY_METRICS = ('fid', 'kid', 'is')
+# Metrics that compare a set of fakes with a set of reals (the offline SWD needs no Inception weights).
+IMAGE_SET_METRICS = FIDELITY_METRICS + ('swd',)
 # Fakes rendered from a checkpoint when --num_fake is not given (GRAM-HD eval.py's --num_samples default).
 DEFAULT_NUM_FAKE_FROM_CKPT = 10000
 RAND_RULE = ('seeds 0..N-1; per seed one torch.Generator seeded with the seed draws z ~ N(0, I) and then '
@@ -170,6 +172,7 @@ def evaluate(options):
     """
     metrics = parse_metrics(options.metrics)
     fidelity_metrics = [m for m in metrics if m in FIDELITY_METRICS]
+    set_metrics = [m for m in metrics if m in IMAGE_SET_METRICS]
     verbose = not getattr(options, 'quiet', False)
     if options.batch_size < 1:
         raise EvaluationError(f"--batch_size must be >= 1, got {options.batch_size}")
@@ -178,9 +181,9 @@ def evaluate(options):
     if options.image_size is not None and options.image_size < 1:
         raise EvaluationError(f"--image_size must be >= 1, got {options.image_size}")
     fake_render_dir = getattr(options, 'fake_render_dir', None)
-    from_checkpoint = bool(fidelity_metrics) and options.fake_images_dir is None
-    if fidelity_metrics and options.fake_images_dir is None and options.ckpt is None:
-        raise EvaluationError("FID/KID/IS need fakes: pass --fake_images_dir, or --ckpt (and --config for "
+    from_checkpoint = bool(set_metrics) and options.fake_images_dir is None
+    if set_metrics and options.fake_images_dir is None and options.ckpt is None:
+        raise EvaluationError("FID/KID/IS/SWD need fakes: pass --fake_images_dir, or --ckpt (and --config for "
                               "official checkpoints) to render them")
     if 'consistency' in metrics and options.ckpt is None:
         raise EvaluationError("--metrics consistency renders views with depth: pass --ckpt")
@@ -190,8 +193,8 @@ def evaluate(options):
         elif verbose:
             print(f"fakes are read from {options.fake_images_dir}; --ckpt is used for the consistency metric",
                   file=sys.stderr)
-    if fidelity_metrics and {'fid', 'kid'} & set(fidelity_metrics) and options.real_images_dir is None:
-        raise EvaluationError("FID and KID need real images: pass --real_images_dir")
+    if {'fid', 'kid', 'swd'} & set(set_metrics) and options.real_images_dir is None:
+        raise EvaluationError("FID, KID and SWD need real images: pass --real_images_dir")
 
     generator = ckpt_id = None
     if options.ckpt is not None and (from_checkpoint or 'consistency' in metrics):
@@ -200,8 +203,7 @@ def evaluate(options):
     result = {}
     protocol = {'metrics': metrics, 'device': str(options.device)}
     json_name = None
-    if fidelity_metrics:
-        weights = fidelity.weights_identity(options.feature_extractor_weights)
+    if set_metrics:
         if from_checkpoint:
             image_size = int(generator.img_size)
             if options.image_size is not None and options.image_size != image_size:
@@ -231,10 +233,15 @@ def evaluate(options):
             fake_origin = {'checkpoint': None, 'truncation': None,
                            'pose_sampling': f"unknown: fakes read from {fake_set.source} (not rendered here)"}
         real_set = None
-        if {'fid', 'kid'} & set(fidelity_metrics):
+        if {'fid', 'kid', 'swd'} & set(set_metrics):
             real_set = fidelity.real_image_set(options.real_images_dir, options.num_real,
                                                options.real_images_cache_name, options.use_real_images_cache,
                                                flag=getattr(options, 'num_real_flag', '--num_real'))
+        if 'swd' in set_metrics:
+            result['swd'], protocol['swd'] = swd_metric(fake_set, real_set, image_size, fake_origin, verbose)
+            json_name = fake_set.cache_name({'metric': 'swd'}) or 'metrics'
+    if fidelity_metrics:
+        weights = fidelity.weights_identity(options.feature_extractor_weights)
         values, details = fidelity.compute_fidelity(
             fake_set, real_set, fidelity_metrics, image_size, weights=weights, device=options.device,
             batch_size=options.batch_size, cache_root=options.tmp_dir, num_workers=options.num_workers,
@@ -293,6 +300,22 @@ def evaluate(options):
     return result
 
 
+def _load_all(image_set, image_size, verbose):
+    dataset = image_set.dataset(image_size)
+    return torch.stack([dataset[i] for i in tqdm(range(len(dataset)), desc=f'{image_set.role} images',
+                                                   unit='img', disable=not verbose, file=sys.stderr)])
+
+
+def swd_metric(fake_set, real_set, image_size, fake_origin, verbose):
+    """ProGAN SWD x1e3 between the fake and real sets (offline: no downloaded weights)."""
+    values = swd.swd(_load_all(fake_set, image_size, verbose), _load_all(real_set, image_size, verbose))
+    protocol = {'definition': swd.PROTOCOL, 'num_fake': len(fake_set), 'num_real': len(real_set),
+                'image_size': image_size, 'real_resize': fidelity.REAL_RESIZE, 'fake_resize': fidelity.FAKE_RESIZE,
+                'truncation': fake_origin['truncation'], 'pose_sampling': fake_origin['pose_sampling'],
+                'fake_source': fake_set.source, 'real_source': real_set.source}
+    return {'mean': values['mean'], 'per_level': {str(k): v for k, v in values['per_level'].items()}}, protocol
+
+
 def summary_lines(result):
     """Human-readable lines: every metric with its protocol."""
     lines = []
@@ -324,6 +347,12 @@ def summary_lines(result):
             settings.append(f"IS splits {protocol['isc']['splits']}")
         settings.append(f"rng seed {protocol['rng_seed']}")
         lines.append('          ' + ', '.join(settings))
+    if 'swd' in result:
+        levels = ', '.join(f"{size}^2: {value:.2f}" for size, value in result['swd']['per_level'].items())
+        swd_protocol = protocol['swd']
+        lines.append(f"SWD x1e3: {result['swd']['mean']:.3f} (per level {levels})")
+        lines.append(f"          {swd_protocol['num_real']} real vs {swd_protocol['num_fake']} fake images at "
+                     f"{swd_protocol['image_size']}^2; {swd_protocol['definition']}")
     if 'consistency' in result:
         scores = result['consistency']
         cons = scores['protocol']

@@ -42,3 +42,19 @@ def test_bad_sizes_are_clear_errors():
         swd(torch.zeros(2, 3, 32, 32), torch.zeros(2, 3, 16, 16))
     with pytest.raises(ValueError, match='power of two'):
         swd(torch.zeros(2, 3, 24, 24), torch.zeros(2, 3, 24, 24))
+
+
+def test_eval_cli_reports_swd_with_its_protocol(tmp_path):
+    import json
+
+    import eval as eval_script
+    import synthetic_data
+    synthetic_data.write_synthetic_dataset(tmp_path / 'real', num_images=24, size=32, seed=0)
+    synthetic_data.write_synthetic_dataset(tmp_path / 'fake', num_images=24, size=32, seed=1)
+    result = eval_script.run(['--real_images_dir', str(tmp_path / 'real'), '--fake_images_dir',
+                              str(tmp_path / 'fake'), '--metrics', 'swd', '--tmp_dir', str(tmp_path / 'cache'),
+                              '--output_json', str(tmp_path / 'swd.json'), '--quiet', '--device', 'cpu'])
+    saved = json.loads((tmp_path / 'swd.json').read_text())
+    assert saved['swd']['mean'] == result['swd']['mean'] > 0
+    assert set(saved['swd']['per_level']) == {'32', '16'}
+    assert saved['protocol']['swd']['num_real'] == 24 and 'Laplacian' in saved['protocol']['swd']['definition']
