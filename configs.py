@@ -194,6 +194,8 @@ TINY_GRAM['generator']['kwargs']['z_dim'] = 32
 TINY_GRAM['generator']['representation']['kwargs']['hidden_dim'] = 32
 TINY_GRAM['generator']['renderer']['kwargs'].update(num_samples=24, num_manifolds=8, levels_start=23,
                                                      levels_end=8)
+# At 16x16 the official channel ladder gives 400-channel blocks (8.7M parameters); tests need far less.
+TINY_GRAM['discriminator']['kwargs']['max_channels'] = 32
 
 TINY_CARLA = copy.deepcopy(CARLA_default)
 TINY_CARLA['global'].update(img_size=16, batch_size=2)
@@ -201,14 +203,30 @@ TINY_CARLA['process']['kwargs']['batch_split'] = 1
 TINY_CARLA['generator']['kwargs'].update(z_dim=32, img_size=16)
 TINY_CARLA['generator']['representation']['kwargs'].update(hidden_dim=32, hidden_dim_sample=16)
 TINY_CARLA['generator']['renderer']['kwargs'].update(num_samples=24, num_manifolds=8)
-TINY_CARLA['discriminator']['kwargs']['img_size'] = 16
+TINY_CARLA['discriminator']['kwargs'].update(img_size=16, max_channels=32)
 TINY_CARLA['dataset']['kwargs']['img_size'] = 16
+
+# GRAM-HD at 64x64 from 16x16 textures (x4, the 256 layout's up-sampling chain), narrow networks.
+TINY_GRAMHD = _gramhd_config(256, 'FFHQ')
+TINY_GRAMHD['global'].update(img_size=64, batch_size=2)
+TINY_GRAMHD['process']['kwargs']['batch_split'] = 1
+TINY_GRAMHD['generator']['kwargs'].update(z_dim=32, img_size=64, lr_img_size=16, feature_dim=8)
+TINY_GRAMHD['generator']['representation']['kwargs'].update(hidden_dim=32, hidden_dim_sample=16)
+TINY_GRAMHD['generator']['renderer']['kwargs'].update(num_samples=24, num_manifolds=8)
+TINY_GRAMHD['generator']['super_resolution']['kwargs'] = {
+    # Style slices 16 + 16 | 16 | 16 = w_dim.
+    'fg': {'w_dim': 64, 'nf': 16, 'nb': 1, 'gc': 8, 'up_channels': [16, 16], 'to_rgb_ks': 1,
+           'use_pixel_shuffle': True},
+    'bg': {'nf': 16, 'nb': 1, 'gc': 8, 'up_channels': [16, 8], 'use_pixel_shuffle': False, 'global_residual': True},
+}
+TINY_GRAMHD['discriminator']['kwargs']['img_size'] = 64
+TINY_GRAMHD['dataset']['kwargs']['img_size'] = 64
 
 _CONFIG_NAMES = [
     'FFHQ_default', 'CATS_default', 'CARLA_default',
     'GRAM64_FFHQ', 'GRAM64_AFHQ',
     'GRAMHD256_FFHQ', 'GRAMHD512_FFHQ', 'GRAMHD1024_FFHQ', 'GRAMHD256_AFHQ', 'GRAMHD512_AFHQ',
-    'TINY_GRAM', 'TINY_CARLA',
+    'TINY_GRAM', 'TINY_CARLA', 'TINY_GRAMHD',
 ]
 
 

@@ -1,0 +1,23 @@
+"""Discriminators: GRAM's encoder discriminator (GRAM, GRAM-HD stage 1) and, later, GRAM-HD's patch one.
+
+    build_discriminator(config) -> untrained discriminator for a config dict
+"""
+from .gram_discriminator import GramDiscriminator, GramEncoderDiscriminator
+
+__all__ = ['GramDiscriminator', 'GramEncoderDiscriminator', 'build_discriminator']
+
+
+def build_discriminator(config):
+    """The discriminator named by config['discriminator']['class'], built with its kwargs."""
+    section = config['discriminator']
+    name, kwargs = section['class'], dict(section.get('kwargs', {}))
+    if name in ('GramDiscriminator', 'GramEncoderDiscriminator'):
+        return GramDiscriminator(**kwargs)
+    if name == 'GramEncoderPatchDiscriminator':
+        try:
+            from .patch_discriminator import GramEncoderPatchDiscriminator
+        except ImportError as error:
+            raise NotImplementedError("the GRAM-HD patch discriminator is not implemented yet") from error
+        return GramEncoderPatchDiscriminator(**kwargs)
+    raise ValueError(f"unknown discriminator class {name!r} in config; expected GramDiscriminator, "
+                     "GramEncoderDiscriminator or GramEncoderPatchDiscriminator")

@@ -1,0 +1,59 @@
+"""Train GRAM (and GRAM-HD stage 1) from a folder of posed images.
+
+    python train.py --config FFHQ_default --data_dir datasets/ffhq --output_dir results/ffhq
+    python train.py --config GRAM64_FFHQ --data_dir data/FFHQ --output_dir results/gram64 --total_step 100000
+    CUDA_VISIBLE_DEVICES=2,3 python train.py ...            # one process per visible GPU
+    torchrun --nnodes 2 --nproc_per_node 8 ... train.py ... # several machines
+    python train.py --config TINY_GRAM --data_dir d --output_dir o --cpu_processes 2   # CPU, gloo
+
+Re-running the same command continues from the newest complete checkpoint in --output_dir; --load_dir
+resumes from another folder (ours or an official GRAM / GRAM-HD training folder).
+"""
+import argparse
+import os
+import sys
+
+import configs
+from datasets import DatasetError
+from training.launch import launch
+from training.losses import TrainingDiverged
+from utils.checkpoints import CheckpointError
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--config', default='FFHQ_default', help=f"one of: {', '.join(configs.config_names())}")
+    parser.add_argument('--data_dir', required=True, help='folder of images with a poses/ subfolder')
+    parser.add_argument('--output_dir', default=None, help='default: results/<config>')
+    parser.add_argument('--load_dir', default=None, help='resume from this folder (ours or official)')
+    parser.add_argument('--set_step', type=int, default=None, help='resume from this step (default: newest)')
+    parser.add_argument('--total_step', type=int, default=None,
+                        help='stop after this many steps (default: 150k FFHQ_default, 80k CATS_default, '
+                             '70k CARLA_default, else 100k)')
+    parser.add_argument('--sample_interval', type=int, default=500, help='steps between snapshots + latest files')
+    parser.add_argument('--save_interval', type=int, default=5000, help='steps between step%%06d_*.pth checkpoints')
+    parser.add_argument('--port', type=int, default=12355, help='MASTER_PORT for single-machine multi-process runs')
+    parser.add_argument('--patch_split', type=int, default=None,
+                        help='render + back-propagate G in this many strips (less memory, same gradient)')
+    parser.add_argument('--seed', type=int, default=None, help='default 0, or the seed of the resumed run')
+    parser.add_argument('--num_workers', type=int, default=4, help='data loader processes per training process')
+    parser.add_argument('--cpu_processes', type=int, default=1, help='without CUDA: processes to train with (gloo)')
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        config = configs.get_config(args.config)
+    except KeyError as error:
+        raise SystemExit(f"--config: {error.args[0]}")
+    if args.output_dir is None:
+        args.output_dir = os.path.join('results', args.config)
+    try:
+        launch(config, vars(args), config_name=args.config)
+    except (DatasetError, CheckpointError, TrainingDiverged, FileNotFoundError, ValueError) as error:
+        raise SystemExit(f"error: {error}")
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,189 @@
+"""GRAM's stage-1 process (official `Gan3DProcess`, also GRAM-HD stage 1): per iteration one D step, then
+one G step.
+
+    train_step(run, real_images, real_poses, step) -> dict of floats (loss terms, grad norms, scale)
+
+A stage-2 process (GRAM-HD `SRGan3DProcess`) is another function with the same signature, registered in
+training/loop.py under its config['process']['class'] name.
+"""
+import contextlib
+
+import torch
+
+from .distributed import all_reduce_gradients
+from .losses import check_finite, d_adversarial, g_adversarial, pose_loss, r1_penalty
+from .state import step_generator
+
+
+def strip_ranges(img_size, patch_split):
+    """Flattened row-major pixel ranges of `patch_split` horizontal strips covering an S x S image.
+
+    Any count from 1 to S*S works (strip k is [floor(k N / P), floor((k+1) N / P))); the official README
+    asked for powers of 2 only because its strips had to divide the image evenly.
+    """
+    total = int(img_size) ** 2
+    patch_split = int(patch_split)
+    if not 1 <= patch_split <= total:
+        raise ValueError(f"patch_split must be between 1 and {total} (pixels of a {img_size}x{img_size} image), "
+                         f"got {patch_split}")
+    return [(total * k // patch_split, total * (k + 1) // patch_split) for k in range(patch_split)]
+
+
+def render_fakes(generator, z, pitch, yaw, patch_split=None):
+    """Images [B, 3, S, S] at the given poses, rendered whole or strip by strip (same pixels; strips only
+    bound the activation memory)."""
+    if not patch_split:
+        return generator(z, pitch, yaw)[0]
+    size = generator.img_size
+    strips = [generator(z, pitch, yaw, pixel_range=r)[0] for r in strip_ranges(size, patch_split)]
+    return torch.cat(strips, dim=-1).reshape(z.shape[0], 3, size, size)
+
+
+@contextlib.contextmanager
+def frozen(module):
+    """No parameter gradients for `module` inside (D during the G step: G only needs dL/dimage)."""
+    flags = [p.requires_grad for p in module.parameters()]
+    module.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in zip(module.parameters(), flags):
+            p.requires_grad_(flag)
+
+
+def _process_kwargs(run):
+    kwargs = run.config['process']['kwargs']
+    batch_split = int(kwargs.get('batch_split', 1))
+    batch_size = int(run.config['global']['batch_size'])
+    if batch_size % batch_split:
+        raise ValueError(f"config: global.batch_size {batch_size} is not divisible by process.kwargs.batch_split "
+                         f"{batch_split}")
+    return kwargs, batch_size // batch_split
+
+
+def _sample_poses(run, batch, rng):
+    pitch, yaw = run.generator.sample_poses(batch, 'cpu', generator=rng)
+    return pitch.to(run.device), yaw.to(run.device)
+
+
+def _optimizer_step(run, module, optimizer):
+    """Average grads over ranks, unscale, clip (config grad_clip), step. Returns the pre-clip grad norm."""
+    all_reduce_gradients(module.parameters(), run.world_size)
+    run.scaler.unscale_(optimizer)
+    grad_norm = torch.nn.utils.clip_grad_norm_(module.parameters(), float(run.config['optimizer']['grad_clip']))
+    run.scaler.step(optimizer)
+    return grad_norm
+
+
+def discriminator_step(run, real_images, real_poses, rng, step):
+    kwargs, chunk = _process_kwargs(run)
+    generator, discriminator = run.generator, run.discriminator
+    batch = real_images.shape[0]
+    z = torch.randn(batch, generator.z_dim, generator=rng)
+    fakes, fake_poses = [], []
+    with torch.no_grad(), run.autocast():
+        for z_chunk in z.split(chunk):
+            pitch, yaw = _sample_poses(run, z_chunk.shape[0], rng)
+            fakes.append(render_fakes(generator, z_chunk.to(run.device), pitch, yaw, run.patch_split))
+            fake_poses.append(torch.stack([pitch, yaw], -1))
+    fakes, fake_poses = torch.cat(fakes), torch.cat(fake_poses)
+
+    gamma = float(kwargs.get('r1_lambda', 0))
+    use_r1 = gamma > 0 and step % int(kwargs.get('r1_interval', 1)) == 0
+    real = real_images.to(run.device, non_blocking=True).requires_grad_(use_r1)
+    real_poses = real_poses.to(run.device, non_blocking=True)
+    with run.autocast():
+        real_logits, real_predicted_poses = discriminator(real)
+    terms = {}
+    if use_r1:
+        terms['r1'] = r1_penalty(real_logits, real, gamma, run.scaler)
+    with run.autocast():
+        fake_logits, fake_predicted_poses = discriminator(fakes)
+    terms['d_real'], terms['d_fake'] = d_adversarial(real_logits, fake_logits)
+    terms['d_pose_fake'] = float(kwargs['pos_lambda']) * pose_loss(fake_predicted_poses, fake_poses)
+    # Without dataset poses (real_pose False) there is no target for D's pose head on reals.
+    if run.config['dataset']['kwargs'].get('real_pose', True) and float(kwargs.get('real_pos_lambda', 0)) > 0:
+        terms['d_pose_real'] = float(kwargs['real_pos_lambda']) * pose_loss(real_predicted_poses, real_poses)
+    values, overflows = check_finite(terms, step, 'discriminator', run.scaler, overflow_terms=('r1',))
+
+    run.optimizer_D.zero_grad(set_to_none=True)
+    run.scaler.scale(sum(terms.values())).backward()
+    grad_norm = _optimizer_step(run, discriminator, run.optimizer_D)
+    values['d_loss'] = sum(v for k, v in values.items() if k not in overflows)
+    values['d_grad_norm'] = float(grad_norm)
+    if overflows:
+        values['r1_overflow'] = 1.0  # the scaler skips this D update and lowers the scale
+    return values
+
+
+def _generator_terms(run, logits, predicted_poses, poses, step):
+    kwargs = run.config['process']['kwargs']
+    terms = {'g_adv': g_adversarial(logits),
+             'g_pose': float(kwargs['pos_lambda']) * pose_loss(predicted_poses, poses)}
+    values, _ = check_finite(terms, step, 'generator')
+    return sum(terms.values()), values
+
+
+def _generator_chunk(run, z, pitch, yaw, step):
+    with run.autocast():
+        images, poses = run.generator(z, pitch, yaw)
+        logits, predicted_poses = run.discriminator(images)
+    loss, values = _generator_terms(run, logits, predicted_poses, poses, step)
+    run.scaler.scale(loss).backward()
+    return values
+
+
+def _generator_chunk_patchwise(run, z, pitch, yaw, step):
+    """Same gradient as `_generator_chunk` with the activation memory of one strip (official patch_split):
+    render all strips without grad, take dL/dimage through D, then re-render each strip with grad and
+    back-propagate its slice of dL/dimage. Costs one extra G forward."""
+    ranges = strip_ranges(run.generator.img_size, run.patch_split)
+    with torch.no_grad(), run.autocast():
+        images = render_fakes(run.generator, z, pitch, yaw, run.patch_split)
+    images = images.detach().requires_grad_(True)
+    poses = torch.stack([pitch, yaw], -1)
+    with run.autocast():
+        logits, predicted_poses = run.discriminator(images)
+    loss, values = _generator_terms(run, logits, predicted_poses, poses, step)
+    (image_grad,) = torch.autograd.grad(run.scaler.scale(loss), images)
+    image_grad = image_grad.flatten(2)  # [B, 3, S*S], row-major like the strips
+    for start, end in ranges:
+        with run.autocast():
+            strip, _ = run.generator(z, pitch, yaw, pixel_range=(start, end))
+        strip.backward(image_grad[..., start:end].to(strip.dtype))
+    return values
+
+
+def generator_step(run, rng, step):
+    _, chunk = _process_kwargs(run)
+    generator = run.generator
+    z = torch.randn(run.config['global']['batch_size'], generator.z_dim, generator=rng)
+    run.optimizer_G.zero_grad(set_to_none=True)
+    chunk_values = []
+    with frozen(run.discriminator):
+        for z_chunk in z.split(chunk):
+            pitch, yaw = _sample_poses(run, z_chunk.shape[0], rng)
+            forward = _generator_chunk_patchwise if run.patch_split else _generator_chunk
+            chunk_values.append(forward(run, z_chunk.to(run.device), pitch, yaw, step))
+    # Official quirk kept: chunk losses are batch means and are NOT divided by batch_split, so the step's
+    # gradient is the sum over chunks (D's loss is a mean over the whole batch). The official learning
+    # rates and grad_clip were tuned with this scaling. Logged values are the mean over chunks.
+    grad_norm = _optimizer_step(run, generator, run.optimizer_G)
+    run.scaler.update()  # once per iteration, after G (official): D overflows also lower the scale
+    run.ema.update(generator)
+    run.ema2.update(generator)
+    values = {k: sum(v[k] for v in chunk_values) / len(chunk_values) for k in chunk_values[0]}
+    values['g_loss'] = values['g_adv'] + values['g_pose']
+    values['g_grad_norm'] = float(grad_norm)
+    return values
+
+
+def train_step(run, real_images, real_poses, step):
+    """One iteration: D step on (real_images [B, 3, S, S], real_poses [B, 2]) and fakes, then G step."""
+    rng = step_generator(run.seed, run.rank, step)
+    if run.scaler.is_enabled() and run.scaler.get_scale() < 1:
+        run.scaler.update(1.0)  # official floor: the scale never stays below 1
+    values = discriminator_step(run, real_images, real_poses, rng, step)
+    values.update(generator_step(run, rng, step))
+    values['scale'] = run.scaler.get_scale() if run.scaler.is_enabled() else 1.0
+    return values
