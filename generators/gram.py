@@ -103,7 +103,12 @@ class GramGenerator(nn.Module):
     # Geometry
 
     def levels(self, device):
-        return manifold_levels(self.levels_range[0], self.levels_range[1], self.num_levels, device)
+        """The fixed iso-levels [K], built once per device (no per-call allocation in the render loop)."""
+        device = torch.device(device)
+        cache = self.__dict__.setdefault('_levels_cache', {})
+        if device not in cache:
+            cache[device] = manifold_levels(self.levels_range[0], self.levels_range[1], self.num_levels, device)
+        return cache[device]
 
     def ray_intersections(self, origins, img_size, pixel_range=None, shared_camera=False):
         """Ray-manifold intersections for cameras at origins [B, 3].
