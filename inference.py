@@ -61,10 +61,19 @@ def render_batch(generator, z, pitch, yaw, args_img_size, truncation, lock):
         return to_uint8(images), None
 
 
+def render_hd_frame(generator, textures, pitch, yaw):
+    """One view of precomputed GRAM-HD textures; returns (images, lr_images) as uint8 [B, H, W, 3]."""
+    with torch.no_grad():
+        images, lr_images = generator.render_from_textures(textures, pitch, yaw, return_lr=True)
+    return to_uint8(images), to_uint8(lr_images)
+
+
 def render_view_set(generator, seeds, views, device, img_size=None, truncation=0.7, lock=True, batch_size=4,
                     progress=None):
     """Render every view of every seed. Seeds are batched at one camera at a time, so the z-independent
-    manifold intersections are computed once per camera and batch.
+    manifold intersections are computed once per camera and batch. For GRAM-HD with view dependence
+    locked, the manifold textures (the expensive super-resolution) are computed once per batch of seeds
+    and every view is only intersections + texture lookups; the frames equal those of `render`.
 
     views: list of (pitch [1] float64, yaw [1] float64). Returns {seed: (frames, lr_frames or None)} with
     frames a list of uint8 HWC arrays in view order.
@@ -75,10 +84,17 @@ def render_view_set(generator, seeds, views, device, img_size=None, truncation=0
         z = torch.cat([latent_for_seed(seed, generator.z_dim) for seed in batch_seeds]).to(device)
         frames = {seed: [] for seed in batch_seeds}
         lr_frames = {seed: [] for seed in batch_seeds}
+        textures = None
+        if getattr(generator, 'is_hd', False) and lock:
+            with torch.no_grad():
+                textures = generator.manifold_textures(z, truncation_psi=truncation)
         for pitch, yaw in views:
             pitch_batch = pitch.expand(len(batch_seeds))
             yaw_batch = yaw.expand(len(batch_seeds))
-            images, lr_images = render_batch(generator, z, pitch_batch, yaw_batch, img_size, truncation, lock)
+            if textures is not None:
+                images, lr_images = render_hd_frame(generator, textures, pitch_batch, yaw_batch)
+            else:
+                images, lr_images = render_batch(generator, z, pitch_batch, yaw_batch, img_size, truncation, lock)
             for row, seed in enumerate(batch_seeds):
                 frames[seed].append(images[row])
                 if lr_images is not None:

@@ -4,6 +4,8 @@ Public API (kept stable for notebooks and external checks):
     build_generator(config)                                  -> untrained generator for a config dict/name
     load_generator(path, config=None, device='cpu')          -> generator in eval mode
     G.render(z, pitch, yaw, img_size=None, truncation_psi=1.0, lock_view_dependence=False, return_depth=False)
+    GRAM-HD adds return_lr / return_maps to render, and G.manifold_textures(z, truncation_psi) +
+    G.render_from_textures(textures, pitch, yaw, ...) for fast free-view rendering (see gramhd.py).
 """
 import os
 
@@ -13,8 +15,9 @@ from utils.checkpoints import (CheckpointError, OfficialEMA, copy_ema_shadow, is
                                load_state_dict_checked, official_ema_sibling)
 
 from .gram import GramGenerator
+from .gramhd import GramHDGenerator
 
-__all__ = ['GramGenerator', 'build_generator', 'load_generator', 'resolve_config']
+__all__ = ['GramGenerator', 'GramHDGenerator', 'build_generator', 'load_generator', 'resolve_config']
 
 
 def resolve_config(config):
@@ -32,10 +35,6 @@ def build_generator(config):
     if generator_class == 'GramGenerator':
         return GramGenerator.from_config(config)
     if generator_class == 'GramHDGenerator':
-        try:
-            from .gramhd import GramHDGenerator
-        except ImportError as error:
-            raise NotImplementedError("GRAM-HD generators are not implemented yet") from error
         return GramHDGenerator.from_config(config)
     raise ValueError(f"unknown generator class {generator_class!r} in config; expected GramGenerator or "
                      "GramHDGenerator")

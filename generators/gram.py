@@ -40,6 +40,9 @@ class GramGenerator(nn.Module):
     Images are [B, 3, H, W] in [-1, 1] (2 * composite - 1), row 0 = top (+y).
     """
 
+    # Use `RadianceNetwork.forward_folded` for gradient-free culled renders (see `radiance`).
+    fold_film_layers = True
+
     def __init__(self, z_dim=256, img_size=256, h_stddev=0.3, v_stddev=0.155, h_mean=math.pi / 2,
                  v_mean=math.pi / 2, sample_dist='gaussian', representation_kwargs=None, renderer_kwargs=None,
                  camera_kwargs=None, feature_dim=0):
@@ -159,7 +162,7 @@ class GramGenerator(nn.Module):
             out = network(points.reshape(batch, -1, 3), directions.reshape(batch, -1, 3), raw_frequencies, phases)
             return out.reshape(batch, num_rays, num_points, 4)
         out = points.new_zeros(batch, num_rays, num_points, 4)
-        folded = not torch.is_grad_enabled()
+        folded = self.fold_film_layers and not torch.is_grad_enabled()
         for b in range(batch):  # FiLM parameters differ per latent, so pack each latent's points separately
             mask = contributing[b]
             selected_points = points[b][mask]

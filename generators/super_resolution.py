@@ -74,7 +74,9 @@ class _RRDBTrunk(nn.Module):
         self.trunk_conv = nn.Conv2d(nf, nf, 3, 1, 1)
 
     def trunk(self, x):
-        features = self.conv_first(x)
+        # Channels-last (NHWC) activations: oneDNN's CPU convolutions run ~20% faster on them; every later
+        # conv, cat and pixel shuffle keeps the layout. Values are the same up to float rounding.
+        features = self.conv_first(x.contiguous(memory_format=torch.channels_last))
         return features + self.trunk_conv(self.RRDB_trunk(features))
 
 
