@@ -38,6 +38,13 @@ class PointCounter:
         representation = generator.representation
         representation.sample_network.register_forward_hook(self._count_field)
         representation.rf_network.register_forward_hook(self._count_radiance)
+        # the fast path's folded evaluation bypasses the module call (and so the hook): count it directly
+        folded = representation.rf_network.forward_folded
+
+        def counted_folded(points, *args, **kwargs):
+            self.radiance_points += points.shape[0]
+            return folded(points, *args, **kwargs)
+        representation.rf_network.forward_folded = counted_folded
         self.field_macs = linear_macs(representation.sample_network)
         self.radiance_macs = linear_macs(representation.rf_network)
 
