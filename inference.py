@@ -1,5 +1,6 @@
 """Render multi-view grids, orbit videos or random-pose samples from a GRAM / GRAM-HD checkpoint.
 
+    python inference.py            # the shipped model (ckpts/synthetic_heads.pt): 3x7 grids + orbit videos
     python inference.py --ckpt pretrained/FFHQ_default/generator.pth --config FFHQ_default --seeds 0-3
     python inference.py --ckpt ckpts/ffhq256.pt --config GRAMHD256_FFHQ --type video --seeds 0
     python inference.py --ckpt run/ema.pth --config FFHQ_default --type rand --seeds 0-9999 --truncation 1
@@ -110,10 +111,10 @@ def watermark_all(frames, enabled):
     return [add_watermark(frame) for frame in frames] if enabled else frames
 
 
-def run_view_type(generator, args, seeds, device):
+def run_view_type(generator, args, seeds, device, view_type):
     os.makedirs(args.output_dir, exist_ok=True)
     watermark = not args.no_watermark
-    if args.type == 'rand':
+    if view_type == 'rand':
         progress = tqdm(total=len(seeds), desc='rand', unit='img')
         for index, seed in enumerate(seeds):
             # z, then the pose, from one seeded stream: a seed always gives the same image on any device.
@@ -126,9 +127,9 @@ def run_view_type(generator, args, seeds, device):
             progress.update(1)
         progress.close()
         return
-    rows, cols, offsets, lock = view_offsets(args.type)
+    rows, cols, offsets, lock = view_offsets(view_type)
     views = [frontal_angles(pitch, yaw) for pitch, yaw in offsets]
-    progress = tqdm(total=len(seeds) * len(views), desc=args.type, unit='view')
+    progress = tqdm(total=len(seeds) * len(views), desc=view_type, unit='view')
     results = render_view_set(generator, seeds, views, device, args.img_size, args.truncation, lock,
                               args.batch_size, progress)
     progress.close()
@@ -136,7 +137,7 @@ def run_view_type(generator, args, seeds, device):
         outputs = [('', frames)] + ([('_lr', lr_frames)] if lr_frames else [])
         for suffix, tiles in outputs:
             tiles = watermark_all(tiles, watermark)
-            if args.type == 'video':
+            if view_type == 'video':
                 save_video(tiles, os.path.join(args.output_dir, f'grid_{seed}{suffix}.mp4'), fps=30)
             else:
                 save_png(make_grid(tiles, rows, cols), os.path.join(args.output_dir, f'grid_{seed}{suffix}.png'))
@@ -144,6 +145,13 @@ def run_view_type(generator, args, seeds, device):
 
 def default_device():
     return 'cuda' if torch.cuda.is_available() else 'cpu'
+
+
+# The model this project trained on its procedural heads (README: "The shipped model"), used when no
+# checkpoint is given.
+DEMO_CHECKPOINT = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'ckpts', 'synthetic_heads.pt')
+DEMO_TYPES = 'multiview3x7,video'
+DEMO_SEEDS = '0-3'
 
 
 def load_for_inference(ckpt, config, device, untrained=False):
@@ -166,8 +174,11 @@ def build_parser():
                         help='checkpoint: ours, an official generator.pth/ema.pth, or a GRAM-HD ckpts/*.pt')
     parser.add_argument('--config', default=None, help='config name (needed for official checkpoints)')
     parser.add_argument('--output_dir', default='images')
-    parser.add_argument('--seeds', default='0-9', help="e.g. '0-9999' or '0,1,4-6' (inclusive ranges)")
-    parser.add_argument('--type', default='multiview1x3', choices=VIEW_TYPES)
+    parser.add_argument('--seeds', default=None,
+                        help="e.g. '0-9999' or '0,1,4-6' (inclusive ranges); default 0-9 (shipped model: 0-3)")
+    parser.add_argument('--type', default=None,
+                        help=f"one or a comma list of {', '.join(VIEW_TYPES)}; default multiview1x3 "
+                             f"(shipped model: {DEMO_TYPES})")
     parser.add_argument('--truncation', type=float, default=0.7, help='psi; 1.0 disables truncation')
     parser.add_argument('--img_size', type=int, default=None, help='render size (GRAM); default: the config')
     parser.add_argument('--device', default=default_device())
@@ -180,6 +191,18 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    demo = args.ckpt is None and not args.untrained
+    if demo:
+        if not os.path.isfile(DEMO_CHECKPOINT):
+            raise SystemExit(f"no --ckpt given and the shipped model {DEMO_CHECKPOINT} is missing; pass --ckpt PATH "
+                             "(with --config for official files)")
+        args.ckpt = DEMO_CHECKPOINT
+    args.seeds = args.seeds or (DEMO_SEEDS if demo else '0-9')
+    view_types = [name.strip() for name in (args.type or (DEMO_TYPES if demo else 'multiview1x3')).split(',')]
+    for name in view_types:
+        if name not in VIEW_TYPES:
+            raise SystemExit(f"--type: unknown view type {name!r}; expected one or a comma list of "
+                             f"{', '.join(VIEW_TYPES)}")
     try:
         seeds = parse_seeds(args.seeds)
     except ValueError as error:
@@ -190,8 +213,9 @@ def main(argv=None):
         generator = load_for_inference(args.ckpt, args.config, args.device, args.untrained)
     except (CheckpointError, FileNotFoundError, KeyError) as error:
         raise SystemExit(f"error: {error}")
-    run_view_type(generator, args, seeds, args.device)
-    print(f"wrote {args.type} outputs for {len(seeds)} seed(s) to {args.output_dir}")
+    for view_type in view_types:
+        run_view_type(generator, args, seeds, args.device, view_type)
+    print(f"wrote {', '.join(view_types)} outputs for {len(seeds)} seed(s) to {args.output_dir}")
 
 
 if __name__ == '__main__':
