@@ -38,6 +38,9 @@ def build_parser():
     parser.add_argument('--seed', type=int, default=None, help='default 0, or the seed of the resumed run')
     parser.add_argument('--num_workers', type=int, default=4, help='data loader processes per training process')
     parser.add_argument('--cpu_processes', type=int, default=1, help='without CUDA: processes to train with (gloo)')
+    parser.add_argument('--gram_model_file', default=None,
+                        help='GRAM-HD stage 2: the stage-1 stepXXXXXX_generator.pth (its sibling EMA is used); '
+                             'overrides generator.kwargs.gram_model_file of the config')
     return parser
 
 
@@ -49,6 +52,10 @@ def main(argv=None):
         raise SystemExit(f"--config: {error.args[0]}")
     if args.output_dir is None:
         args.output_dir = os.path.join('results', args.config)
+    if args.gram_model_file is not None:
+        if 'gram_model_file' not in config['generator']['kwargs']:
+            raise SystemExit(f"--gram_model_file is for GRAM-HD (stage 2) configs; {args.config} is a GRAM config")
+        config['generator']['kwargs']['gram_model_file'] = args.gram_model_file
     try:
         launch(config, vars(args), config_name=args.config)
     except (DatasetError, CheckpointError, TrainingDiverged, FileNotFoundError, ValueError) as error:

@@ -3,8 +3,8 @@ one G step.
 
     train_step(run, real_images, real_poses, step) -> dict of floats (loss terms, grad norms, scale)
 
-A stage-2 process (GRAM-HD `SRGan3DProcess`) is another function with the same signature, registered in
-training/loop.py under its config['process']['class'] name.
+The stage-2 process (GRAM-HD `SRGan3DProcess`, training/sr_gan3d.py) is another function with the same
+signature, registered in training/loop.py under its config['process']['class'] name.
 """
 import contextlib
 
@@ -67,10 +67,13 @@ def _sample_poses(run, batch, rng):
 
 
 def _optimizer_step(run, module, optimizer):
-    """Average grads over ranks, unscale, clip (config grad_clip), step. Returns the pre-clip grad norm."""
-    all_reduce_gradients(module.parameters(), run.world_size)
+    """Average grads over ranks, unscale, clip (config grad_clip), step. Returns the pre-clip grad norm.
+
+    Only trainable parameters take part (GRAM-HD stage 2 freezes the GRAM part of its generator)."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    all_reduce_gradients(params, run.world_size)
     run.scaler.unscale_(optimizer)
-    grad_norm = torch.nn.utils.clip_grad_norm_(module.parameters(), float(run.config['optimizer']['grad_clip']))
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, float(run.config['optimizer']['grad_clip']))
     run.scaler.step(optimizer)
     return grad_norm
 

@@ -15,15 +15,14 @@ from tqdm import tqdm
 
 from datasets import EpochSampler, build_dataset
 
-from . import gan3d
+from . import gan3d, sr_gan3d
 from .checkpointing import has_checkpoint, resume, save_checkpoint
 from .distributed import barrier, fingerprint, rank_fingerprints, same_on_all_ranks
 from .logs import ScalarLog, fixed_latents, write_options, write_snapshots
 from .state import build_training_run
 
 # config['process']['class'] -> step function (run, real_images, real_poses, step) -> dict of floats.
-# GRAM-HD stage 2 registers 'SRGan3DProcess' here.
-PROCESS_STEPS = {'Gan3DProcess': gan3d.train_step}
+PROCESS_STEPS = {'Gan3DProcess': gan3d.train_step, 'SRGan3DProcess': sr_gan3d.train_step}
 
 # Iterations the papers trained each config for; used when --total_step is not given.
 DEFAULT_TOTAL_STEPS = {'FFHQ_default': 150000, 'CATS_default': 80000, 'CARLA_default': 70000}
@@ -85,6 +84,7 @@ def train(config, options, rank=0, world_size=1, local_rank=0, config_name=None)
     dataset = build_dataset(config, options['data_dir'], warn=is_main)  # bad data fails before any model work
 
     # --- models, optimizers, EMAs; resume ----------------------------------------------------------------
+    sr_gan3d.check_stage1_weights(config, bool(options['load_dir']) or has_checkpoint(output_dir))
     run = build_training_run(config, config_name, _device(local_rank), rank, world_size,
                              seed=options['seed'] or 0, patch_split=options['patch_split'])
     load_dir = options['load_dir']
