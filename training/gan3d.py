@@ -103,10 +103,20 @@ def discriminator_step(run, real_images, real_poses, rng, step):
     with run.autocast():
         fake_logits, fake_predicted_poses = discriminator(fakes)
     terms['d_real'], terms['d_fake'] = d_adversarial(real_logits, fake_logits)
-    terms['d_pose_fake'] = float(kwargs['pos_lambda']) * pose_loss(fake_predicted_poses, fake_poses)
+    return finish_discriminator_step(run, discriminator, terms, step, (fake_predicted_poses, fake_poses),
+                                     (real_predicted_poses, real_poses))
+
+
+def finish_discriminator_step(run, discriminator, terms, step, fake_pose_pair, real_pose_pair):
+    """Add the pose terms to the D loss `terms`, check them, back-propagate and step D (stages 1 and 2).
+
+    fake_pose_pair / real_pose_pair = (predicted [B, 2], target [B, 2]). Returns the logged values.
+    """
+    kwargs = run.config['process']['kwargs']
+    terms['d_pose_fake'] = float(kwargs['pos_lambda']) * pose_loss(*fake_pose_pair)
     # Without dataset poses (real_pose False) there is no target for D's pose head on reals.
     if run.config['dataset']['kwargs'].get('real_pose', True) and float(kwargs.get('real_pos_lambda', 0)) > 0:
-        terms['d_pose_real'] = float(kwargs['real_pos_lambda']) * pose_loss(real_predicted_poses, real_poses)
+        terms['d_pose_real'] = float(kwargs['real_pos_lambda']) * pose_loss(*real_pose_pair)
     values, overflows = check_finite(terms, step, 'discriminator', run.scaler, overflow_terms=('r1',))
 
     run.optimizer_D.zero_grad(set_to_none=True)

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from generators.super_resolution import bicubic_downsample
 
+from . import gan3d
 from .gan3d import _optimizer_step, _process_kwargs, _sample_poses, frozen
 from .losses import check_finite, d_adversarial, g_adversarial, pose_loss, r1_penalty
 from .state import step_generator
@@ -98,19 +99,8 @@ def discriminator_step(run, real_images, real_poses, rng, step):
     if use_patch:
         patch_real, patch_fake = d_adversarial(real_patches, fake_patches)
         terms['d_patch_real'], terms['d_patch_fake'] = patch_lambda * patch_real, patch_lambda * patch_fake
-    terms['d_pose_fake'] = float(kwargs['pos_lambda']) * pose_loss(fake_predicted_poses, fake_poses)
-    if run.config['dataset']['kwargs'].get('real_pose', True) and float(kwargs.get('real_pos_lambda', 0)) > 0:
-        terms['d_pose_real'] = float(kwargs['real_pos_lambda']) * pose_loss(real_predicted_poses, real_poses)
-    values, overflows = check_finite(terms, step, 'discriminator', run.scaler, overflow_terms=('r1',))
-
-    run.optimizer_D.zero_grad(set_to_none=True)
-    run.scaler.scale(sum(terms.values())).backward()
-    grad_norm = _optimizer_step(run, discriminator, run.optimizer_D)
-    values['d_loss'] = sum(v for k, v in values.items() if k not in overflows)
-    values['d_grad_norm'] = float(grad_norm)
-    if overflows:
-        values['r1_overflow'] = 1.0  # the scaler skips this D update and lowers the scale
-    return values
+    return gan3d.finish_discriminator_step(run, discriminator, terms, step, (fake_predicted_poses, fake_poses),
+                                           (real_predicted_poses, real_poses))
 
 
 def _generator_chunk(run, z, pitch, yaw, step, batch_split):
