@@ -24,3 +24,13 @@ def official_fixture(name):
         pytest.skip(f"official fixture {folder} not found: it ships beside the project checkout in ../shared, "
                     "which a user's clone does not have")
     return folder
+
+
+@pytest.fixture
+def one_thread():
+    """Run a test on one intra-op thread. Tiny models are dominated by OpenMP synchronisation, and on the
+    shared 2-core machines two spinning threads are many times slower than one."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -10,13 +10,7 @@ from discriminators.gram_discriminator import AddCoords, channel_ladder
 from utils.checkpoints import CheckpointError, load_state_dict_checked
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # 2 shared cores: one intra-op thread is several times faster than two under contention.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures('one_thread')  # see conftest.one_thread
 
 
 def official_keys(from_rgb, ladder):

@@ -33,14 +33,7 @@ NUM_IMAGES = 4
 # Fixtures
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    """Run this module single-threaded: the test machine's 2 cores are shared, and two spinning intra-op
-    threads on a busy machine made Inception many times slower than one."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures('one_thread')  # see conftest.one_thread
 
 
 def build_random_inception_weights(path, seed=0):

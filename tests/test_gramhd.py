@@ -127,14 +127,6 @@ def test_strict_loading_names_the_offending_key(tmp_path):
 # ---------------------------------------------------------------------------------------------------
 # Small model: cached free-view rendering, truncation, training forward
 
-@pytest.fixture
-def one_thread():
-    """Tiny-model tests run on one thread: their ops are so small that OpenMP synchronisation dominates,
-    and on a loaded machine two spinning threads make them 10-20x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def tiny_generator(seed=0):

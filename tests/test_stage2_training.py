@@ -22,12 +22,7 @@ from training.state import build_training_run
 from utils.checkpoints import load_file
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures('one_thread')  # see conftest.one_thread
 
 
 def data_folder(root, count=4):

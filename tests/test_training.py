@@ -31,14 +31,7 @@ from utils.checkpoints import CheckpointError, OfficialEMA, load_file
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # 2 shared cores: one intra-op thread is several times faster than two under contention, and the
-    # exact-resume test compares against a subprocess that also runs with one thread.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures('one_thread')  # see conftest.one_thread
 
 
 # The official ladder gives 400 channels at 16x16 (6x the step time of everything else here).
