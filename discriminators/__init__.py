@@ -1,10 +1,11 @@
-"""Discriminators: GRAM's encoder discriminator (GRAM, GRAM-HD stage 1) and, later, GRAM-HD's patch one.
+"""Discriminators: GRAM's encoder discriminator (GRAM, GRAM-HD stage 1) and GRAM-HD's encoder + PatchGAN.
 
     build_discriminator(config) -> untrained discriminator for a config dict
 """
 from .gram_discriminator import GramDiscriminator, GramEncoderDiscriminator
+from .patch_discriminator import GramEncoderPatchDiscriminator
 
-__all__ = ['GramDiscriminator', 'GramEncoderDiscriminator', 'build_discriminator']
+__all__ = ['GramDiscriminator', 'GramEncoderDiscriminator', 'GramEncoderPatchDiscriminator', 'build_discriminator']
 
 
 def build_discriminator(config):
@@ -14,10 +15,6 @@ def build_discriminator(config):
     if name in ('GramDiscriminator', 'GramEncoderDiscriminator'):
         return GramDiscriminator(**kwargs)
     if name == 'GramEncoderPatchDiscriminator':
-        try:
-            from .patch_discriminator import GramEncoderPatchDiscriminator
-        except ImportError as error:
-            raise NotImplementedError("the GRAM-HD patch discriminator is not implemented yet") from error
         return GramEncoderPatchDiscriminator(**kwargs)
     raise ValueError(f"unknown discriminator class {name!r} in config; expected GramDiscriminator, "
                      "GramEncoderDiscriminator or GramEncoderPatchDiscriminator")
