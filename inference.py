@@ -154,6 +154,22 @@ DEMO_TYPES = 'multiview3x7,video'
 DEMO_SEEDS = '0-3'
 
 
+def seeds_or_exit(text):
+    """parse_seeds for a CLI: a bad list ends the program with the message naming the bad item."""
+    try:
+        return parse_seeds(text)
+    except ValueError as error:
+        raise SystemExit(f"--seeds: {error}")
+
+
+def load_or_exit(ckpt, config, device, untrained=False):
+    """load_for_inference for a CLI: unusable checkpoints end the program with the reason."""
+    try:
+        return load_for_inference(ckpt, config, device, untrained)
+    except (CheckpointError, FileNotFoundError, KeyError) as error:
+        raise SystemExit(f"error: {error}")
+
+
 def load_for_inference(ckpt, config, device, untrained=False):
     """The generator of a checkpoint, or (`untrained`) a freshly initialised one of `config`."""
     if untrained:
@@ -203,16 +219,10 @@ def main(argv=None):
         if name not in VIEW_TYPES:
             raise SystemExit(f"--type: unknown view type {name!r}; expected one or a comma list of "
                              f"{', '.join(VIEW_TYPES)}")
-    try:
-        seeds = parse_seeds(args.seeds)
-    except ValueError as error:
-        raise SystemExit(f"--seeds: {error}")
+    seeds = seeds_or_exit(args.seeds)
     if args.batch_size < 1:
         raise SystemExit(f"--batch_size must be >= 1, got {args.batch_size}")
-    try:
-        generator = load_for_inference(args.ckpt, args.config, args.device, args.untrained)
-    except (CheckpointError, FileNotFoundError, KeyError) as error:
-        raise SystemExit(f"error: {error}")
+    generator = load_or_exit(args.ckpt, args.config, args.device, args.untrained)
     for view_type in view_types:
         run_view_type(generator, args, seeds, args.device, view_type)
     print(f"wrote {', '.join(view_types)} outputs for {len(seeds)} seed(s) to {args.output_dir}")

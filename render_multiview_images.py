@@ -17,10 +17,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from inference import default_device, load_for_inference, render_view_set, watermark_all
-from utils.checkpoints import CheckpointError
+from inference import default_device, load_or_exit, render_view_set, seeds_or_exit, watermark_all
 from utils.images import save_gif, save_png
-from utils.seeds import parse_seeds
 
 
 def trajectory(config_name, frames):
@@ -50,16 +48,10 @@ def main(argv=None):
     parser.add_argument('--device', default=default_device())
     parser.add_argument('--batch_size', type=int, default=4)
     args = parser.parse_args(argv)
-    try:
-        seeds = parse_seeds(args.seeds)
-    except ValueError as error:
-        raise SystemExit(f"--seeds: {error}")
+    seeds = seeds_or_exit(args.seeds)
     if args.frames < 2:
         raise SystemExit(f"--frames must be >= 2, got {args.frames}")
-    try:
-        generator = load_for_inference(args.generator_file, args.config, args.device)
-    except (CheckpointError, FileNotFoundError, KeyError) as error:
-        raise SystemExit(f"error: {error}")
+    generator = load_or_exit(args.generator_file, args.config, args.device)
     views, lock, fov = trajectory(args.config, args.frames)
     if fov is not None:
         generator.camera['fov'] = fov

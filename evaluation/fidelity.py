@@ -172,8 +172,8 @@ def _to_tensor(image):
     return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
 
 
-class RealImages(Dataset):
-    """uint8 [3, S, S] tensors of real images, prepared on the fly (the features are what gets cached)."""
+class _ImageFiles(Dataset):
+    """uint8 [3, S, S] tensors of a list of image files; subclasses say how a file becomes S x S."""
 
     def __init__(self, files, image_size):
         self.files = list(files)
@@ -181,6 +181,10 @@ class RealImages(Dataset):
 
     def __len__(self):
         return len(self.files)
+
+
+class RealImages(_ImageFiles):
+    """Real images, prepared on the fly (the features are what gets cached)."""
 
     def __getitem__(self, index):
         path = self.files[index]
@@ -193,15 +197,8 @@ class RealImages(Dataset):
         return _to_tensor(prepared)
 
 
-class FakeImages(Dataset):
-    """uint8 [3, S, S] tensors of fake images, which must already be S x S."""
-
-    def __init__(self, files, image_size):
-        self.files = list(files)
-        self.image_size = int(image_size)
-
-    def __len__(self):
-        return len(self.files)
+class FakeImages(_ImageFiles):
+    """Fake images, which must already be S x S."""
 
     def __getitem__(self, index):
         path = self.files[index]
