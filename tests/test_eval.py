@@ -24,7 +24,6 @@ import fid_evaluation
 import inference
 from evaluation import consistency, fidelity
 from generators import build_generator, camera
-from utils.checkpoints import atomic_save, make_checkpoint
 
 NUM_IMAGES = 4
 
@@ -98,16 +97,6 @@ def folders(tmp_path_factory):
         # Real images of another size and aspect: exercises the centre crop + LANCZOS resize to 16x16.
         'b': write_images(root / 'b', NUM_IMAGES, 'stripes', size=(20, 26), seed=2),
     }
-
-
-@pytest.fixture(scope='module')
-def tiny_ckpt(tmp_path_factory):
-    torch.manual_seed(0)
-    generator = build_generator('TINY_GRAM')
-    path = tmp_path_factory.mktemp('ckpt') / 'tiny.pt'
-    atomic_save(make_checkpoint('generator', configs.get_config('TINY_GRAM'), 0,
-                                {'state_dict': generator.state_dict()}, 'TINY_GRAM'), path)
-    return path
 
 
 @pytest.fixture(scope='module')

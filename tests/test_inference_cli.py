@@ -7,22 +7,10 @@ import pytest
 import torch
 from PIL import Image
 
-import configs
 import inference
 import render_multiview_images
 from conftest import REPO_ROOT
 from generators import build_generator
-from utils.checkpoints import atomic_save, make_checkpoint
-
-
-@pytest.fixture(scope='module')
-def tiny_ckpt(tmp_path_factory):
-    torch.manual_seed(0)
-    generator = build_generator('TINY_GRAM')
-    path = tmp_path_factory.mktemp('ckpt') / 'tiny.pt'
-    atomic_save(make_checkpoint('generator', configs.get_config('TINY_GRAM'), 0,
-                                {'state_dict': generator.state_dict()}, 'TINY_GRAM'), path)
-    return path
 
 
 def run(argv):

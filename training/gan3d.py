@@ -78,18 +78,26 @@ def _optimizer_step(run, module, optimizer):
     return grad_norm
 
 
-def discriminator_step(run, real_images, real_poses, rng, step):
-    kwargs, chunk = _process_kwargs(run)
-    generator, discriminator = run.generator, run.discriminator
-    batch = real_images.shape[0]
-    z = torch.randn(batch, generator.z_dim, generator=rng)
+def draw_fakes(run, batch, rng, render):
+    """Fakes for a D step (stages 1 and 2): `batch` latents in batch_split chunks, fresh prior poses per
+    chunk, no gradients. render(z [b, z_dim], pitch [b], yaw [b]) -> images. Returns (images, poses [B, 2])."""
+    _, chunk = _process_kwargs(run)
+    z = torch.randn(batch, run.generator.z_dim, generator=rng)
     fakes, fake_poses = [], []
     with torch.no_grad(), run.autocast():
         for z_chunk in z.split(chunk):
             pitch, yaw = _sample_poses(run, z_chunk.shape[0], rng)
-            fakes.append(render_fakes(generator, z_chunk.to(run.device), pitch, yaw, run.patch_split))
+            fakes.append(render(z_chunk.to(run.device), pitch, yaw))
             fake_poses.append(torch.stack([pitch, yaw], -1))
-    fakes, fake_poses = torch.cat(fakes), torch.cat(fake_poses)
+    return torch.cat(fakes), torch.cat(fake_poses)
+
+
+def discriminator_step(run, real_images, real_poses, rng, step):
+    kwargs, _ = _process_kwargs(run)
+    generator, discriminator = run.generator, run.discriminator
+    fakes, fake_poses = draw_fakes(
+        run, real_images.shape[0], rng,
+        lambda z, pitch, yaw: render_fakes(generator, z, pitch, yaw, run.patch_split))
 
     gamma = float(kwargs.get('r1_lambda', 0))
     use_r1 = gamma > 0 and step % int(kwargs.get('r1_interval', 1)) == 0

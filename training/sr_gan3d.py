@@ -68,18 +68,11 @@ def _check_run(run):
 
 
 def discriminator_step(run, real_images, real_poses, rng, step):
-    kwargs, chunk, use_patch, patch_lambda = _settings(run)
+    kwargs, _, use_patch, patch_lambda = _settings(run)
     generator, discriminator = run.generator, run.discriminator
-    batch = real_images.shape[0]
-    z = torch.randn(batch, generator.z_dim, generator=rng)
-    fakes, fake_poses = [], []
-    with torch.no_grad(), run.autocast():
-        for z_chunk in z.split(chunk):
-            pitch, yaw = _sample_poses(run, z_chunk.shape[0], rng)
-            (hr_images, _, _, _), _ = generator(z_chunk.to(run.device), pitch, yaw)
-            fakes.append(hr_images)
-            fake_poses.append(torch.stack([pitch, yaw], -1))
-    fakes, fake_poses = torch.cat(fakes), torch.cat(fake_poses)
+    # D sees the HR image only; the LR image and the maps matter for G's consistency loss.
+    fakes, fake_poses = gan3d.draw_fakes(run, real_images.shape[0], rng,
+                                         lambda z, pitch, yaw: generator(z, pitch, yaw)[0][0])
 
     gamma = float(kwargs.get('r1_lambda', 0))
     use_r1 = gamma > 0 and step % int(kwargs.get('r1_interval', 1)) == 0
