@@ -35,6 +35,11 @@ def build_parser():
     parser.add_argument('--port', type=int, default=12355, help='MASTER_PORT for single-machine multi-process runs')
     parser.add_argument('--patch_split', type=int, default=None,
                         help='render + back-propagate G in this many strips (less memory, same gradient)')
+    parser.add_argument('--training_path', default='fast', choices=('fast', 'low_memory', 'plain'),
+                        help="G's training evaluation: 'fast' (default; culled points, fused FiLM-sine autograd), "
+                             "'low_memory' (fast, recomputing each FiLM matmul in the backward: about a third "
+                             "less activation memory, slower), 'plain' (stock autograd on every intersection, "
+                             "as the official code; for comparison)")
     parser.add_argument('--seed', type=int, default=None, help='default 0, or the seed of the resumed run')
     parser.add_argument('--num_workers', type=int, default=4, help='data loader processes per training process')
     parser.add_argument('--cpu_processes', type=int, default=1, help='without CUDA: processes to train with (gloo)')

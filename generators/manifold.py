@@ -53,7 +53,7 @@ class ManifoldPredictor(nn.Module):
         return self.output_layer(self.network(points * MANIFOLD_INPUT_SCALE - center))
 
 
-def first_crossings(samples, field, levels):
+def first_crossings(samples, field, levels, field_network=None):
     """Ray-manifold intersections by the official first-crossing rule.
 
     samples [B, R, S, 3] (points along each ray, nearest first), field [B, R, S, 1] (s at those points),
@@ -62,6 +62,10 @@ def first_crossings(samples, field, levels):
     Returns (points [B, R, K, 3], valid [B, R, K, 1] float 0/1). The point is the linear root when the
     interval is a crossing and |s_hi - s_lo| > 0.05, else the interval's far end; gradients reach the field
     only through that interpolation.
+
+    With `field_network` (the field given without gradients), the field is re-evaluated with gradients
+    only at the two ends of the intervals that are interpolated, typically half of the samples: the same
+    decisions and, up to rounding, the same points and gradients, for half the field's backward memory.
     """
     batch, num_rays, num_samples, _ = samples.shape
     num_levels = levels.shape[0]
@@ -84,6 +88,12 @@ def first_crossings(samples, field, levels):
     level = levels.reshape(1, 1, -1, 1)
     step = hi_value - lo_value
     steep = step.abs() > FLAT_INTERVAL_EPS
+    if field_network is not None:
+        interpolated = (valid.unsqueeze(-1) & steep)[..., 0]  # [B, R, K]
+        ends = field_network(torch.cat([lo_point[interpolated], hi_point[interpolated]]))  # [2n, 1]
+        lo_value, hi_value = lo_value.clone(), hi_value.clone()
+        lo_value[interpolated], hi_value[interpolated] = ends.chunk(2)
+        step = hi_value - lo_value
     safe_step = torch.where(steep, step, torch.full_like(step, FLAT_INTERVAL_EPS))
     root = ((hi_value - level) * lo_point + (level - lo_value) * hi_point) / safe_step
     points = torch.where(valid.unsqueeze(-1) & steep, root, hi_point)

@@ -335,3 +335,15 @@ def test_training_benchmark_reports_figures():
 
     result = bench_train.benchmark('TINY_GRAM', iterations=1, batch_size=2, patch_split=2)
     assert result['seconds_per_iteration'] > 0 and result['peak_memory_mb'] > 0 and result['patch_split'] == 2
+
+
+def test_training_benchmark_compares_training_paths(tmp_path, one_thread):
+    import bench_train
+
+    result = bench_train.main(['--config', 'TINY_GRAM', '--iterations', '1', '--training_path', 'plain',
+                               '--json', str(tmp_path / 'plain.json')])
+    assert result['training_path'] == 'plain' and result['peak_above_start_mb'] >= 0
+    assert json.loads((tmp_path / 'plain.json').read_text())['training_path'] == 'plain'
+    saved = {path: bench_train.saved_activation_bytes('TINY_GRAM', path, strips=2)['saved_for_backward_mb']
+             for path in ('plain', 'fast', 'low_memory')}
+    assert saved['plain'] > saved['fast'] > saved['low_memory'] > 0

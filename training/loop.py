@@ -31,6 +31,7 @@ FALLBACK_TOTAL_STEPS = 100000
 DEFAULT_OPTIONS = {
     'data_dir': None, 'output_dir': 'results', 'load_dir': None, 'set_step': None, 'total_step': None,
     'sample_interval': 500, 'save_interval': 5000, 'patch_split': None, 'seed': None, 'num_workers': 4,
+    'training_path': 'fast',
 }
 
 
@@ -86,7 +87,8 @@ def train(config, options, rank=0, world_size=1, local_rank=0, config_name=None)
     # --- models, optimizers, EMAs; resume ----------------------------------------------------------------
     sr_gan3d.check_stage1_weights(config, bool(options['load_dir']) or has_checkpoint(output_dir))
     run = build_training_run(config, config_name, _device(local_rank), rank, world_size,
-                             seed=options['seed'] or 0, patch_split=options['patch_split'])
+                             seed=options['seed'] or 0, patch_split=options['patch_split'],
+                             training_path=options['training_path'])
     load_dir = options['load_dir']
     if not load_dir and has_checkpoint(output_dir):
         load_dir = output_dir  # re-running the same command continues the run (preemptible jobs)

@@ -62,12 +62,18 @@ def generator_param_groups(generator, optimizer_config):
     return groups
 
 
-def build_training_run(config, config_name=None, device='cpu', rank=0, world_size=1, seed=0, patch_split=None):
+def build_training_run(config, config_name=None, device='cpu', rank=0, world_size=1, seed=0, patch_split=None,
+                       training_path='fast'):
+    """Models, optimizers, EMAs and scaler of a fresh run. `training_path` is the generator's training
+    evaluation (GramGenerator.TRAINING_PATHS: 'fast', 'low_memory' or the stock-autograd 'plain')."""
     device = torch.device(device)
     # The same seed on every rank: identical initial weights without a broadcast (the official code did
     # torch.manual_seed(0) on all ranks for the same reason).
     torch.manual_seed(seed)
     generator = build_generator(config).to(device).train()
+    if training_path not in generator.TRAINING_PATHS:
+        raise ValueError(f"training_path must be one of {generator.TRAINING_PATHS}, got {training_path!r}")
+    generator.training_path = training_path
     discriminator = build_discriminator(config).to(device).train()
     optimizer_config = config['optimizer']
     betas = tuple(float(b) for b in optimizer_config['betas'])  # configs write (0, 0.9): ints rejected
