@@ -12,6 +12,12 @@ View sets (`--type`, as GRAM-HD's inference.py; offsets from the frontal pose, r
     rand           1 view from the training prior, view dependence on, no watermark -> {index:05d}.png
 GRAM-HD checkpoints also write the 64^2 GRAM image as grid_{seed}_lr.png / grid_{seed}_lr.mp4.
 A positive pitch offset puts the camera below the equator (looking up).
+
+Inexact speed-ups for GRAM checkpoints, all off by default (errors measured in README "Inexact options"):
+    --precision bf16|fp16   the radiance MLP in reduced precision
+    --tf32                  TF32 matmuls in the radiance MLP (CUDA only)
+    --compile               torch.compile the radiance MLP (the first render compiles)
+    --early_termination T   skip points behind a transmittance below T (colour error <= ~T)
 """
 import argparse
 import math
@@ -24,6 +30,7 @@ from tqdm import tqdm
 
 from generators import build_generator, load_generator
 from generators.camera import sample_camera_angles
+from generators.gram import check_inexact_options
 from utils.checkpoints import CheckpointError
 from utils.images import add_watermark, make_grid, save_png, save_video, to_uint8
 from utils.seeds import latent_for_seed, parse_seeds
@@ -50,15 +57,16 @@ def frontal_angles(pitch_offset, yaw_offset):
             torch.tensor([math.pi / 2 + yaw_offset], dtype=torch.float64))
 
 
-def render_batch(generator, z, pitch, yaw, args_img_size, truncation, lock):
-    """Render one camera per row of z; returns (images, lr_images or None) as uint8 [B, H, W, 3]."""
+def render_batch(generator, z, pitch, yaw, args_img_size, truncation, lock, render_options=None):
+    """Render one camera per row of z; returns (images, lr_images or None) as uint8 [B, H, W, 3].
+    `render_options`: GRAM's inexact options (`GramGenerator.render` keywords)."""
     with torch.no_grad():
         if getattr(generator, 'is_hd', False):
             images, lr_images = generator.render(z, pitch, yaw, truncation_psi=truncation,
                                                  lock_view_dependence=lock, return_lr=True)
             return to_uint8(images), to_uint8(lr_images)
         images = generator.render(z, pitch, yaw, img_size=args_img_size, truncation_psi=truncation,
-                                  lock_view_dependence=lock)
+                                  lock_view_dependence=lock, **(render_options or {}))
         return to_uint8(images), None
 
 
@@ -70,14 +78,14 @@ def render_hd_frame(generator, textures, pitch, yaw):
 
 
 def render_view_set(generator, seeds, views, device, img_size=None, truncation=0.7, lock=True, batch_size=4,
-                    progress=None):
+                    progress=None, render_options=None):
     """Render every view of every seed. Seeds are batched at one camera at a time, so the z-independent
     manifold intersections are computed once per camera and batch. For GRAM-HD with view dependence
     locked, the manifold textures (the expensive super-resolution) are computed once per batch of seeds
     and every view is only intersections + texture lookups; the frames equal those of `render`.
 
-    views: list of (pitch [1] float64, yaw [1] float64). Returns {seed: (frames, lr_frames or None)} with
-    frames a list of uint8 HWC arrays in view order.
+    views: list of (pitch [1] float64, yaw [1] float64); render_options as `render_batch`. Returns
+    {seed: (frames, lr_frames or None)} with frames a list of uint8 HWC arrays in view order.
     """
     results = {}
     for first in range(0, len(seeds), batch_size):
@@ -95,7 +103,8 @@ def render_view_set(generator, seeds, views, device, img_size=None, truncation=0
             if textures is not None:
                 images, lr_images = render_hd_frame(generator, textures, pitch_batch, yaw_batch)
             else:
-                images, lr_images = render_batch(generator, z, pitch_batch, yaw_batch, img_size, truncation, lock)
+                images, lr_images = render_batch(generator, z, pitch_batch, yaw_batch, img_size, truncation, lock,
+                                                 render_options)
             for row, seed in enumerate(batch_seeds):
                 frames[seed].append(images[row])
                 if lr_images is not None:
@@ -122,7 +131,7 @@ def run_view_type(generator, args, seeds, device, view_type):
             z = torch.randn(1, generator.z_dim, generator=rng).to(device)
             pitch, yaw = sample_camera_angles(1, generator=rng, **generator.prior)
             images, _ = render_batch(generator, z, pitch.double(), yaw.double(), args.img_size, args.truncation,
-                                     lock=False)
+                                     lock=False, render_options=render_options(args))
             save_png(images[0], os.path.join(args.output_dir, f'{index:05d}.png'))  # never watermarked: FID input
             progress.update(1)
         progress.close()
@@ -131,7 +140,7 @@ def run_view_type(generator, args, seeds, device, view_type):
     views = [frontal_angles(pitch, yaw) for pitch, yaw in offsets]
     progress = tqdm(total=len(seeds) * len(views), desc=view_type, unit='view')
     results = render_view_set(generator, seeds, views, device, args.img_size, args.truncation, lock,
-                              args.batch_size, progress)
+                              args.batch_size, progress, render_options(args))
     progress.close()
     for seed, (frames, lr_frames) in results.items():
         outputs = [('', frames)] + ([('_lr', lr_frames)] if lr_frames else [])
@@ -141,6 +150,27 @@ def run_view_type(generator, args, seeds, device, view_type):
                 save_video(tiles, os.path.join(args.output_dir, f'grid_{seed}{suffix}.mp4'), fps=30)
             else:
                 save_png(make_grid(tiles, rows, cols), os.path.join(args.output_dir, f'grid_{seed}{suffix}.png'))
+
+
+def render_options(args):
+    """The inexact options given on the command line, as `GramGenerator.render` keywords ({} if none)."""
+    options = dict(precision=args.precision, early_termination=args.early_termination, tf32=args.tf32,
+                   compile=args.compile)
+    return {} if options == dict(precision='fp32', early_termination=0.0, tf32=False, compile=False) else options
+
+
+def check_render_options(generator, args):
+    """End the program with the reason if the inexact options are bad or the model cannot use them."""
+    options = render_options(args)
+    if not options:
+        return
+    if getattr(generator, 'is_hd', False):
+        raise SystemExit(f"--precision/--tf32/--compile/--early_termination are GRAM options; GRAM-HD renders "
+                         f"keep the official operation order and take none of them (got {options})")
+    try:
+        check_inexact_options(True, **options)
+    except ValueError as error:
+        raise SystemExit(f"error: {error}")
 
 
 def default_device():
@@ -202,6 +232,12 @@ def build_parser():
     parser.add_argument('--no_watermark', action='store_true', help="do not mark images as 'generated'")
     parser.add_argument('--untrained', action='store_true',
                         help='render a freshly initialised generator of --config (checks the installation)')
+    inexact = parser.add_argument_group('inexact speed-ups (GRAM only; off by default, see README)')
+    inexact.add_argument('--precision', default='fp32', help="radiance MLP precision: fp32 (exact), bf16, fp16")
+    inexact.add_argument('--tf32', action='store_true', help='TF32 matmuls in the radiance MLP (CUDA only)')
+    inexact.add_argument('--compile', action='store_true', help='torch.compile the radiance MLP')
+    inexact.add_argument('--early_termination', type=float, default=0.0,
+                         help='transmittance threshold T of early ray termination (0 = off; colour error <= ~T)')
     return parser
 
 
@@ -223,6 +259,7 @@ def main(argv=None):
     if args.batch_size < 1:
         raise SystemExit(f"--batch_size must be >= 1, got {args.batch_size}")
     generator = load_or_exit(args.ckpt, args.config, args.device, args.untrained)
+    check_render_options(generator, args)
     for view_type in view_types:
         run_view_type(generator, args, seeds, args.device, view_type)
     print(f"wrote {', '.join(view_types)} outputs for {len(seeds)} seed(s) to {args.output_dir}")

@@ -14,14 +14,32 @@ def composite(rgb_sigma, distances, valid, delta_alpha, delta_final, is_backgrou
     distances between samples; the farthest sample and the background plane get `delta_final`.
     Returns (rgb [B, R, 3], depth [B, R, 1], weights [B, R, M, 1]).
     """
-    rgb = rgb_sigma[..., :3]
-    sigma = rgb_sigma[..., 3:]
+    alpha = sample_alpha(rgb_sigma[..., 3:], valid, delta_alpha, delta_final, is_background)
+    return composite_alpha(rgb_sigma[..., :3], alpha, distances, white_back=white_back, last_back=last_back)
+
+
+def sample_alpha(sigma, valid, delta_alpha, delta_final, is_background=None, ends_ray=True):
+    """Opacity of sorted samples: 1 - exp(-delta * sigma), 0 where the intersection is invalid.
+
+    sigma, valid [B, R, M, 1]; delta is `delta_alpha`, or `delta_final` on the background plane and, when
+    the M samples run to the end of the ray (`ends_ray`), on the farthest one. A front slice of a ray
+    (early ray termination) passes ends_ray=False: its last sample is not the farthest.
+    """
     deltas = torch.full_like(sigma, delta_alpha)
-    deltas[..., -1, :] = delta_final
+    if ends_ray:
+        deltas[..., -1, :] = delta_final
     if is_background is not None:
         deltas = torch.where(is_background, torch.full_like(deltas, delta_final), deltas)
-    alpha = (1 - torch.exp(-deltas * sigma)) * valid
-    return composite_alpha(rgb, alpha, distances, white_back=white_back, last_back=last_back)
+    return (1 - torch.exp(-deltas * sigma)) * valid
+
+
+def transmittance(alpha):
+    """Transmittance in front of each sorted sample and behind the last one: [B, R, M, 1] -> [B, R, M + 1, 1].
+
+    T_0 = 1, T_i = prod_{j < i} (1 - alpha_j + eps): the fraction of a ray's light that reaches sample i.
+    """
+    shifted = torch.cat([torch.ones_like(alpha[..., :1, :]), 1 - alpha + TRANSMITTANCE_EPS], dim=-2)
+    return torch.cumprod(shifted, dim=-2)
 
 
 def composite_alpha(rgb, alpha, distances, white_back=False, last_back=False):
@@ -30,8 +48,7 @@ def composite_alpha(rgb, alpha, distances, white_back=False, last_back=False):
     rgb [B, R, M, 3], alpha [B, R, M, 1], distances [B, R, M, 1], all sorted front to back along M.
     Returns (rgb [B, R, 3], depth [B, R, 1], weights [B, R, M, 1]) as `composite`.
     """
-    shifted = torch.cat([torch.ones_like(alpha[..., :1, :]), 1 - alpha + TRANSMITTANCE_EPS], dim=-2)
-    weights = alpha * torch.cumprod(shifted, dim=-2)[..., :-1, :]
+    weights = alpha * transmittance(alpha)[..., :-1, :]
     weight_total = weights.sum(dim=-2)
     if last_back:
         weights = weights.clone()

@@ -4,13 +4,14 @@ Parameter names and order equal the official `GramGenerator` (`representation.sa
 `representation.rf_network.*`), so official `generator.pth` files load with strict=True and the EMA
 shadow lists of `ema.pth` map onto `parameters()` by position.
 """
+import contextlib
 import math
 
 import torch
 import torch.nn as nn
 
 from . import camera
-from .compositing import composite
+from .compositing import composite, sample_alpha, transmittance
 from .manifold import ManifoldPredictor, background_plane_points, first_crossings, manifold_levels
 from .radiance import RadianceNetwork
 
@@ -19,6 +20,42 @@ BACKGROUND_PLANE_Z = -0.12
 # Latents averaged for the truncation centre; drawn from a fixed seed (the official code is unseeded).
 TRUNCATION_SAMPLES = 10000
 TRUNCATION_SEED = 0
+
+# Inexact rendering options (README: "Inexact options"); every default is the exact float32 render.
+# Radiance MLP precision: the manifold field, intersections, sorting and compositing always stay float32.
+RADIANCE_PRECISIONS = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
+# Early ray termination evaluates this many depth-sorted surfaces of every ray at a time before testing
+# the transmittance. Fewer skip more points (FFHQ_default with opaque surfaces: 95% / 90% / 81% skipped
+# for 1 / 2 / 4) but mean more, smaller MLP calls; 1 was a few % slower than 2 and 4 on CPU.
+EARLY_TERMINATION_GROUP = 2
+
+
+def check_inexact_options(fast, precision, early_termination, tf32, compile):
+    """Raise ValueError naming the bad value; the options only exist on the fast path."""
+    if precision not in RADIANCE_PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(map(repr, RADIANCE_PRECISIONS))}, got {precision!r}")
+    if not 0 <= early_termination < 1:  # also rejects NaN
+        raise ValueError(f"early_termination is a transmittance threshold in [0, 1) (0 = off), "
+                         f"got {early_termination!r}")
+    inexact = precision != 'fp32' or early_termination > 0 or tf32 or compile
+    if inexact and not fast:
+        raise ValueError("precision, early_termination, tf32 and compile are options of the fast path; "
+                         "fast=False is the exact reference path that evaluates every intersection")
+
+
+@contextlib.contextmanager
+def tf32_matmuls(enabled):
+    """Inside the block, CUDA float32 matmuls and cuDNN convolutions may use TF32 (inputs rounded to a
+    10-bit mantissa); the previous library settings are restored on exit. CPU kernels ignore both flags."""
+    if not enabled:
+        yield
+        return
+    previous = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = previous
 
 
 class Representation(nn.Module):
@@ -42,6 +79,12 @@ class GramGenerator(nn.Module):
 
     # Use `RadianceNetwork.forward_folded` for gradient-free culled renders (see `radiance`).
     fold_film_layers = True
+    # Training forward: 'fast' culls points that cannot contribute and runs the FiLM layers through the
+    # fused FiLM-sine autograd (`RadianceNetwork.forward_fused`); 'low_memory' is 'fast' that recomputes
+    # each FiLM matmul in the backward instead of keeping its output; 'plain' evaluates every intersection
+    # with stock autograd ops, as the official code does (the reference benchmarks and tests compare with).
+    training_path = 'fast'
+    TRAINING_PATHS = ('fast', 'low_memory', 'plain')
 
     def __init__(self, z_dim=256, img_size=256, h_stddev=0.3, v_stddev=0.155, h_mean=math.pi / 2,
                  v_mean=math.pi / 2, sample_dist='gaussian', representation_kwargs=None, renderer_kwargs=None,
@@ -129,8 +172,15 @@ class GramGenerator(nn.Module):
         cam2world, ray_origins, ray_directions = camera.world_rays(origins, img_size, fov, pixel_range)
         samples = camera.coarse_samples(cam2world, img_size, fov, ray_start, ray_end, self.num_samples,
                                         pixel_range)
-        field = self.representation.sample_network(samples)
-        points, valid = first_crossings(samples, field, self.levels(origins.device))
+        sample_network = self.representation.sample_network
+        if torch.is_grad_enabled() and self.training_path != 'plain':
+            # Gradients reach the field only at the ends of interpolated intervals: keep the graph of those.
+            with torch.no_grad():
+                field = sample_network(samples)
+            points, valid = first_crossings(samples, field, self.levels(origins.device), sample_network)
+        else:
+            field = sample_network(samples)
+            points, valid = first_crossings(samples, field, self.levels(origins.device))
         is_background = None
         if self.background:
             plane = background_plane_points(ray_origins, ray_directions, BACKGROUND_PLANE_Z)
@@ -144,43 +194,101 @@ class GramGenerator(nn.Module):
     # ------------------------------------------------------------------------------------------------
     # Radiance
 
-    def radiance(self, points, directions, raw_frequencies, phases, contributing=None):
+    def radiance(self, points, directions, raw_frequencies, phases, contributing=None, precision='fp32',
+                 compile=False):
         """rgb/sigma [B, R, M, 4] at points [B, R, M, 3] seen along directions [B, R, M, 3] (or one shared
         direction [3], e.g. the locked view direction).
 
         With a `contributing` mask [B, R, M] the network runs only on those points and the others get
         rgb = sigma = 0 (they must be points whose alpha is 0 or whose weight is hidden behind the opaque
         background plane, so the composite does not change). Without gradients that path uses the folded
-        FiLM evaluation (`RadianceNetwork.forward_folded`).
+        FiLM evaluation (`RadianceNetwork.forward_folded`; the stock one where `fold_film_layers` is off),
+        with gradients the fused FiLM-sine autograd (`RadianceNetwork.forward_fused`). The inexact options `precision` (a RADIANCE_PRECISIONS key) and
+        `compile` (torch.compile of `forward_folded`) exist on the folded path only.
         """
         network = self.representation.rf_network
         batch, num_rays, num_points, _ = points.shape
         shared_direction = directions.dim() == 1
+        folded = self.fold_film_layers and not torch.is_grad_enabled()
+        if (precision != 'fp32' or compile) and not (folded and contributing is not None):
+            raise ValueError(f"precision={precision!r} / compile={compile} apply to the gradient-free culled "
+                             "(folded) radiance evaluation only; this call has gradients enabled, no culling "
+                             "mask or a generator that keeps the official operation order")
+        dtype = RADIANCE_PRECISIONS[precision]
+        evaluate_folded = self._compiled_forward_folded() if compile else network.forward_folded
         if contributing is None:
             if shared_direction:
                 directions = directions.expand_as(points)
             out = network(points.reshape(batch, -1, 3), directions.reshape(batch, -1, 3), raw_frequencies, phases)
             return out.reshape(batch, num_rays, num_points, 4)
         out = points.new_zeros(batch, num_rays, num_points, 4)
-        folded = self.fold_film_layers and not torch.is_grad_enabled()
         for b in range(batch):  # FiLM parameters differ per latent, so pack each latent's points separately
             mask = contributing[b]
             selected_points = points[b][mask]
             selected_directions = directions if shared_direction else directions[b][mask]
             if folded:
-                selected = network.forward_folded(selected_points, selected_directions, raw_frequencies[b],
-                                                  phases[b])
+                # torch.compile specialises point counts 0 and 1 (a recompilation each): run those eagerly
+                evaluate = evaluate_folded if selected_points.shape[0] > 1 else network.forward_folded
+                selected = evaluate(selected_points, selected_directions, raw_frequencies[b], phases[b], dtype=dtype)
             else:
                 if shared_direction:
                     selected_directions = selected_directions.expand_as(selected_points)
-                selected = network(selected_points.unsqueeze(0), selected_directions.unsqueeze(0),
-                                   raw_frequencies[b:b + 1], phases[b:b + 1])[0]
+                if torch.is_grad_enabled():
+                    selected = network.forward_fused(selected_points, selected_directions, raw_frequencies[b],
+                                                     phases[b], recompute=self.training_path == 'low_memory')
+                else:  # a generator that keeps the official operation order (GRAM-HD's fixture-exact renders)
+                    selected = network(selected_points.unsqueeze(0), selected_directions.unsqueeze(0),
+                                       raw_frequencies[b:b + 1], phases[b:b + 1])[0]
             out[b][mask] = selected.to(out.dtype)
         return out
 
+    def _compiled_forward_folded(self):
+        """`RadianceNetwork.forward_folded` under torch.compile, built on first use and kept with the
+        generator. Culled point counts change every call, so shapes are dynamic: one compilation per
+        direction layout (per point or shared) and precision instead of one per count."""
+        if getattr(self, '_forward_folded_compiled', None) is None:
+            compiled = torch.compile(self.representation.rf_network.forward_folded, dynamic=True)
+
+            def evaluate(points, directions, raw_frequencies, phases, **kwargs):
+                # A latent's FiLM vectors are views at offset b * F into the batch's; dynamo would guard on
+                # that offset and recompile for the next latent. Copies (F floats) start at offset 0.
+                return compiled(points, directions, raw_frequencies.clone(), phases.clone(), **kwargs)
+            self._forward_folded_compiled = evaluate
+        return self._forward_folded_compiled
+
+    def _radiance_front_to_back(self, points, directions, raw_frequencies, phases, contributing, order,
+                                sorted_valid, sorted_is_background, threshold, **radiance_options):
+        """`radiance` with early ray termination; [B, R, M, 4] in level order, as `radiance` returns.
+
+        The surfaces of each ray are evaluated in depth order (`order` [B, R, M, 1] sorts them; the sorted
+        valid / is_background masks come with it), EARLY_TERMINATION_GROUP at a time. Once the transmittance
+        in front of a group is below `threshold`, the ray's remaining points are skipped (rgb = sigma = 0).
+        The weights of skipped points sum to at most that transmittance, so a composite colour moves by at
+        most threshold * max|rgb|.
+        """
+        if contributing is None:
+            raise ValueError("early ray termination needs the fast path's culling mask (render with fast=True)")
+        batch, num_rays, num_points, _ = points.shape
+        depth_rank = torch.argsort(order[..., 0], dim=-1)  # [B, R, M]: depth position of each surface
+        light = points.new_ones(batch, num_rays, 1)  # transmittance in front of the current group
+        rgb_sigma = None
+        for start in range(0, num_points, EARLY_TERMINATION_GROUP):
+            end = min(start + EARLY_TERMINATION_GROUP, num_points)
+            evaluated = contributing & (depth_rank >= start) & (depth_rank < end) & (light >= threshold)
+            group = self.radiance(points, directions, raw_frequencies, phases, evaluated, **radiance_options)
+            # groups are disjoint and zero outside their points, so the sum is exact
+            rgb_sigma = group if rgb_sigma is None else rgb_sigma + group
+            if end < num_points:
+                sigma = torch.gather(group[..., 3:], -2, order[:, :, start:end])
+                background = None if sorted_is_background is None else sorted_is_background[:, :, start:end]
+                alpha = sample_alpha(sigma, sorted_valid[:, :, start:end], self.delta_alpha, self.delta_final,
+                                     background, ends_ray=False)
+                light = light * transmittance(alpha)[:, :, -1]
+        return rgb_sigma
+
     def render_rays(self, raw_frequencies, phases, origins, img_size, pixel_range=None,
                     lock_view_dependence=False, fast=True, shared_camera=False, sort_origin=None,
-                    return_hits=False):
+                    return_hits=False, precision='fp32', early_termination=0.0, tf32=False, compile=False):
         """Render pixels of cameras at origins [B, 3] with the given FiLM parameters.
 
         Returns (rgb [B, R, 3] in [0, 1]-ish composite space, depth [B, R, 1]), plus the `ray_intersections`
@@ -188,7 +296,9 @@ class GramGenerator(nn.Module):
         ray origin, or from `sort_origin` [3] when given (GRAM-HD measures from batch element 0's camera).
         `fast` skips the radiance network on points that cannot contribute (invalid intersections and
         points behind the background plane); `fast=False` is the plain reference path that evaluates
-        every intersection of every latent, as the official code does.
+        every intersection of every latent, as the official code does. `precision`, `early_termination`,
+        `tf32` and `compile` are the inexact options of `render`; they act on the radiance MLP only, so the
+        intersections (a discontinuous validity decision) stay exact float32.
         """
         hits = self.ray_intersections(origins, img_size, pixel_range, shared_camera=shared_camera)
         points, valid, is_background = hits['points'], hits['valid'], hits['is_background']
@@ -209,13 +319,20 @@ class GramGenerator(nn.Module):
             if is_background is not None:
                 background_distance = distances[:, :, -1:, 0]
                 contributing = contributing & ((distances[..., 0] <= background_distance) | is_background[..., 0])
-        rgb_sigma = self.radiance(points, directions, raw_frequencies, phases, contributing)
 
         distances, order = torch.sort(distances, dim=-2)
-        rgb_sigma = torch.gather(rgb_sigma, -2, order.expand(-1, -1, -1, 4))
         valid = torch.gather(valid.expand(batch, -1, -1, -1), -2, order)
         if is_background is not None:
             is_background = torch.gather(is_background.expand(batch, -1, -1, -1), -2, order)
+        with tf32_matmuls(tf32):
+            if early_termination > 0:
+                rgb_sigma = self._radiance_front_to_back(points, directions, raw_frequencies, phases, contributing,
+                                                         order, valid, is_background, early_termination,
+                                                         precision=precision, compile=compile)
+            else:
+                rgb_sigma = self.radiance(points, directions, raw_frequencies, phases, contributing,
+                                          precision=precision, compile=compile)
+        rgb_sigma = torch.gather(rgb_sigma, -2, order.expand(-1, -1, -1, 4))
         color, depth, _ = composite(rgb_sigma, distances, valid, self.delta_alpha, self.delta_final,
                                     is_background, white_back=self.white_back, last_back=self.last_back)
         if return_hits:
@@ -226,14 +343,24 @@ class GramGenerator(nn.Module):
     # Public entry points
 
     def render(self, z, pitch, yaw, img_size=None, truncation_psi=1.0, lock_view_dependence=False,
-               return_depth=False, fast=True, chunk_points=2 ** 19):
+               return_depth=False, fast=True, chunk_points=2 ** 19, precision='fp32', early_termination=0.0,
+               tf32=False, compile=False):
         """Render latents z [B, z_dim] from cameras at (pitch [B], yaw [B]) radians (official pose labels).
 
         Angles may be float64; the camera origin is computed in float64 and cast once. Pixels are rendered
         in chunks of about `chunk_points` manifold-field samples (a memory bound; no effect on values,
         rays are independent). `fast=False` is the plain reference path (see `render_rays`). Returns images
         [B, 3, H, W] in [-1, 1], and depth [B, 1, H, W] (distance along the ray) with `return_depth`.
+
+        Inexact options of the fast path (the defaults are exact; errors measured in README "Inexact
+        options"), all acting on the radiance MLP only:
+        - precision: 'fp32', 'bf16' or 'fp16', the dtype the MLP runs in (its output is float32);
+        - early_termination: a transmittance threshold T in [0, 1); a ray's points behind a transmittance
+          below T are not evaluated. Each colour moves by at most ~T (2T in image units);
+        - tf32: CUDA float32 matmuls may use TF32 (no effect on CPU);
+        - compile: torch.compile the MLP evaluation (the first call compiles).
         """
+        check_inexact_options(fast, precision, early_termination, tf32, compile)
         img_size = int(img_size or self.img_size)
         pitch = torch.as_tensor(pitch).reshape(-1).cpu()
         yaw = torch.as_tensor(yaw).reshape(-1).cpu()
@@ -253,7 +380,8 @@ class GramGenerator(nn.Module):
             color, depth = self.render_rays(raw_frequencies, phases, origins, img_size,
                                             pixel_range=(start, min(num_rays, start + rays_per_chunk)),
                                             lock_view_dependence=lock_view_dependence, fast=fast,
-                                            shared_camera=shared_camera)
+                                            shared_camera=shared_camera, precision=precision,
+                                            early_termination=early_termination, tf32=tf32, compile=compile)
             colors.append(color)
             depths.append(depth)
         color, depth = torch.cat(colors, dim=1), torch.cat(depths, dim=1)
@@ -280,8 +408,11 @@ class GramGenerator(nn.Module):
         origins = torch.stack([torch.sin(pitch) * torch.cos(yaw), torch.cos(pitch),
                                torch.sin(pitch) * torch.sin(yaw)], -1).to(torch.float32)
         raw_frequencies, phases = self.mapping(z, truncation_psi)
+        if self.training_path not in self.TRAINING_PATHS:
+            raise ValueError(f"training_path must be one of {self.TRAINING_PATHS}, got {self.training_path!r}")
         color, _ = self.render_rays(raw_frequencies, phases, origins, img_size, pixel_range=pixel_range,
-                                    lock_view_dependence=lock_view_dependence, fast=True)
+                                    lock_view_dependence=lock_view_dependence,
+                                    fast=self.training_path != 'plain')
         poses = torch.stack([pitch, yaw], -1)
         if pixel_range is not None:
             return (color * 2 - 1).permute(0, 2, 1), poses

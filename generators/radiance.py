@@ -10,6 +10,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .film import linear_sine
+
 # FiLM frequencies are predicted around a SIREN-like scale: gamma = 15 * raw + 30.
 FREQUENCY_SCALE = 15.0
 FREQUENCY_OFFSET = 30.0
@@ -151,12 +153,60 @@ class RadianceNetwork(nn.Module):
             return out, feature
         return out
 
+    def forward_fused(self, points, directions, raw_frequencies, phases, with_features=False, recompute=False):
+        """Training evaluation for ONE latent: `forward`'s math with gradients, in less memory and time.
+
+        points [N, 3], directions [N, 3]; raw_frequencies, phases [F]. Returns [N, 4] (rgb, sigma), plus
+        features [N, feature_dim] with `with_features`. Each FiLM layer folds gamma into this latent's
+        weights (cheap [out, in] autograd ops) and runs `film.linear_sine` (one matmul, one sine, two saved
+        tensors; one with `recompute`). A layer's heads are one Linear; the colour layer's direction input
+        is a per-point bias instead of a concatenated input. Gradients equal `forward`'s up to rounding.
+        """
+        frequency, phase = self.film_parameters(raw_frequencies, phases)
+        last = len(self.network) - 1
+        feature_dim = self.feature_dim if with_features else 0
+
+        def layer_heads(index, with_color):  # [sigma, features..., rgb(3)] of trunk layer index + 1
+            heads = [self.output_sigma[index]] + ([self.output_feature[index]] if feature_dim else [])
+            weight = torch.cat([head.weight for head in heads] + [self.output_color[index].weight])
+            bias = torch.cat([head.bias for head in heads] + [self.output_color[index].bias])
+            if not with_color:  # the last trunk layer feeds the colour layer, not an rgb head
+                weight, bias = weight[:-3], bias[:-3]
+            return weight, bias
+
+        x = points * self.input_scale
+        heads = 0
+        for index, film in enumerate(self.network):
+            weight = film.layer.weight * frequency[index][:, None]
+            bias = film.layer.bias * frequency[index] + phase[index]
+            # The first layer's matmul has K=3: redoing it in the backward is cheaper than keeping its output.
+            x = linear_sine(x, weight, bias, recompute or index == 0)
+            if index > 0:
+                head_weight, head_bias = layer_heads(index - 1, with_color=index < last)
+                out = F.linear(x, head_weight, head_bias)
+                if index == last:
+                    out = F.pad(out, (0, 3))
+                heads = heads + out
+
+        color_film = self.color_layer[0].layer
+        weight = color_film.weight * frequency[-1][:, None]
+        bias = color_film.bias * frequency[-1] + phase[-1]
+        direction_term = F.linear(directions, weight[:, :3], bias)  # [N, hidden]: the concatenated input's part
+        color = linear_sine(x, weight[:, 3:], direction_term, recompute)
+        rgb = heads[:, -3:] + self.output_color[-1](color)
+        rgb, sigma = self._activate(rgb, heads[:, :1])
+        out = torch.cat([rgb, sigma], dim=-1)
+        if with_features:
+            return out, heads[:, 1:1 + feature_dim]
+        return out
+
     @torch.no_grad()
-    def forward_folded(self, points, directions, raw_frequencies, phases, with_features=False):
+    def forward_folded(self, points, directions, raw_frequencies, phases, with_features=False, dtype=None):
         """Inference for ONE latent with the same math as `forward`, in fewer passes over memory.
 
         points [N, 3], directions [N, 3] or one shared direction [3]; raw_frequencies, phases [F].
-        Returns [N, 4] (rgb, sigma), plus features [N, feature_dim] with `with_features`.
+        Returns [N, 4] (rgb, sigma), plus features [N, feature_dim] with `with_features`, in the dtype of
+        `points`.
 
         sin(gamma * (W x + b) + beta) = sin((gamma W) x + (gamma b + beta)): gamma is folded into this
         latent's weights, so a FiLM layer is one matmul into a reused buffer and an in-place sine instead
@@ -164,7 +214,13 @@ class RadianceNetwork(nn.Module):
         more than the matmuls). All heads of a layer are one accumulating matmul; the colour layer's
         direction input is a K=3 matmul instead of a concatenation. Rounding differs from `forward` in
         the last bits only.
+
+        `dtype` (torch.bfloat16 or torch.float16) runs the MLP in that precision, an inexact option: the
+        folded weights and biases are computed in the input precision and then cast, the matmuls, sines
+        and head sums run in `dtype`, and the activations are applied after casting back.
         """
+        output_dtype = points.dtype
+        dtype = dtype or output_dtype  # .to() of a tensor already in `dtype` returns it: fp32 stays exact
         frequency, phase = self.film_parameters(raw_frequencies, phases)
         count = points.shape[0]
         last = len(self.network) - 1
@@ -176,21 +232,21 @@ class RadianceNetwork(nn.Module):
                 weights.append(self.output_feature[index].weight)
             color = self.output_color[index].weight
             weights.append(color if with_color else torch.zeros_like(color))
-            return torch.cat(weights).t()
+            return torch.cat(weights).t().to(dtype)
 
         biases = [sum(head.bias for head in self.output_sigma)]
         if feature_dim:
             biases.append(sum(head.bias for head in self.output_feature))
         biases.append(sum(head.bias for head in self.output_color))
-        heads = torch.cat(biases).expand(count, -1).contiguous()
+        heads = torch.cat(biases).to(dtype).expand(count, -1).contiguous()
 
-        buffers = [points.new_empty(count, self.hidden_dim), points.new_empty(count, self.hidden_dim)]
-        x = points * self.input_scale
+        buffers = [points.new_empty(count, self.hidden_dim, dtype=dtype) for _ in range(2)]
+        x = (points * self.input_scale).to(dtype)
         for index, film in enumerate(self.network):
             out = buffers[index % 2]
             weight = film.layer.weight * frequency[index][:, None]
             bias = film.layer.bias * frequency[index] + phase[index]
-            torch.addmm(bias, x, weight.t(), out=out)
+            torch.addmm(bias.to(dtype), x, weight.t().to(dtype), out=out)
             x = out.sin_()
             if index > 0:
                 heads.addmm_(x, head_weights(index - 1, with_color=index < last))
@@ -198,18 +254,19 @@ class RadianceNetwork(nn.Module):
         color_film = self.color_layer[0].layer
         weight = color_film.weight * frequency[-1][:, None]
         bias = color_film.bias * frequency[-1] + phase[-1]
-        direction_weight, feature_weight = weight[:, :3], weight[:, 3:]
+        direction_weight, feature_weight = weight[:, :3], weight[:, 3:].t().to(dtype)
         out = buffers[(last + 1) % 2]
         if directions.dim() == 1:  # one direction for every point (locked view dependence): fold it in
-            torch.addmm(bias + direction_weight @ directions, x, feature_weight.t(), out=out)
+            torch.addmm((bias + direction_weight @ directions).to(dtype), x, feature_weight, out=out)
         else:
-            torch.addmm(bias, directions, direction_weight.t(), out=out)
-            out.addmm_(x, feature_weight.t())
+            torch.addmm(bias.to(dtype), directions.to(dtype), direction_weight.t().to(dtype), out=out)
+            out.addmm_(x, feature_weight)
         color = out.sin_()
         last_color = heads.new_zeros(self.hidden_dim, heads.shape[1])
         last_color[:, -3:] = self.output_color[-1].weight.t()
         heads.addmm_(color, last_color)
 
+        heads = heads.to(output_dtype)
         rgb, sigma = self._activate(heads[:, -3:], heads[:, :1])
         out = torch.cat([rgb, sigma], dim=-1)
         if with_features:

@@ -89,3 +89,23 @@ def test_command_line_entry_point(tiny_ckpt, tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / 'grid_0.png').exists()
+
+
+def test_inexact_options_render_close_to_the_exact_images(one_thread, tiny_ckpt, tmp_path):
+    run(['--ckpt', tiny_ckpt, '--seeds', '0', '--output_dir', tmp_path / 'exact', '--no_watermark'])
+    run(['--ckpt', tiny_ckpt, '--seeds', '0', '--output_dir', tmp_path / 'inexact', '--no_watermark',
+         '--precision', 'fp16', '--early_termination', '0.01', '--tf32'])
+    exact = np.asarray(Image.open(tmp_path / 'exact' / 'grid_0.png')).astype(int)
+    inexact = np.asarray(Image.open(tmp_path / 'inexact' / 'grid_0.png')).astype(int)
+    # fp16 moves this model's pixels by < 0.003 of the [-1, 1] range: at most 1 uint8 level
+    assert exact.shape == inexact.shape and np.abs(exact - inexact).max() <= 1
+
+
+def test_inexact_options_bad_values_and_gramhd_are_clear_errors(tiny_ckpt, tmp_path):
+    with pytest.raises(SystemExit, match="'fp17'"):
+        run(['--ckpt', tiny_ckpt, '--seeds', '0', '--output_dir', tmp_path, '--precision', 'fp17'])
+    with pytest.raises(SystemExit, match='early_termination.*1.5'):
+        run(['--ckpt', tiny_ckpt, '--seeds', '0', '--output_dir', tmp_path, '--early_termination', '1.5'])
+    with pytest.raises(SystemExit, match='GRAM-HD'):
+        run(['--untrained', '--config', 'TINY_GRAMHD', '--seeds', '0', '--output_dir', tmp_path, '--compile'])
+    assert not any(tmp_path.iterdir())
