@@ -199,8 +199,10 @@ def generator_step(run, rng, step):
     return values
 
 
-def train_step(run, real_images, real_poses, step):
-    """One iteration: D step on (real_images [B, 3, S, S], real_poses [B, 2]) and fakes, then G step."""
+def run_iteration(run, real_images, real_poses, step, discriminator_step, generator_step):
+    """One iteration of either stage: the step's random stream, the loss-scale floor, the D step, the G step.
+    discriminator_step(run, real_images, real_poses, rng, step) and generator_step(run, rng, step) return
+    dicts of logged values."""
     rng = step_generator(run.seed, run.rank, step)
     if run.scaler.is_enabled() and run.scaler.get_scale() < 1:
         run.scaler.update(1.0)  # official floor: the scale never stays below 1
@@ -208,3 +210,8 @@ def train_step(run, real_images, real_poses, step):
     values.update(generator_step(run, rng, step))
     values['scale'] = run.scaler.get_scale() if run.scaler.is_enabled() else 1.0
     return values
+
+
+def train_step(run, real_images, real_poses, step):
+    """One iteration: D step on (real_images [B, 3, S, S], real_poses [B, 2]) and fakes, then G step."""
+    return run_iteration(run, real_images, real_poses, step, discriminator_step, generator_step)

@@ -23,9 +23,8 @@ import torch.nn.functional as F
 from generators.super_resolution import bicubic_downsample
 
 from . import gan3d
-from .gan3d import _optimizer_step, _process_kwargs, _sample_poses, frozen
+from .gan3d import _optimizer_step, _process_kwargs, _sample_poses, frozen, run_iteration
 from .losses import check_finite, d_adversarial, g_adversarial, pose_loss, r1_penalty
-from .state import step_generator
 
 
 def consistency_loss(hr_images, lr_images, hr_maps, lr_maps, scale, cons_lambda):
@@ -137,10 +136,4 @@ def generator_step(run, rng, step):
 def train_step(run, real_images, real_poses, step):
     """One iteration: D step on (real_images [B, 3, S, S], real_poses [B, 2]) and HR fakes, then G step."""
     _check_run(run)
-    rng = step_generator(run.seed, run.rank, step)
-    if run.scaler.is_enabled() and run.scaler.get_scale() < 1:
-        run.scaler.update(1.0)  # official floor: the scale never stays below 1
-    values = discriminator_step(run, real_images, real_poses, rng, step)
-    values.update(generator_step(run, rng, step))
-    values['scale'] = run.scaler.get_scale() if run.scaler.is_enabled() else 1.0
-    return values
+    return run_iteration(run, real_images, real_poses, step, discriminator_step, generator_step)
