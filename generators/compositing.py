@@ -25,7 +25,10 @@ def sample_alpha(sigma, valid, delta_alpha, delta_final, is_background=None, end
     the M samples run to the end of the ray (`ends_ray`), on the farthest one. A front slice of a ray
     (early ray termination) passes ends_ray=False: its last sample is not the farthest.
     """
-    deltas = torch.full_like(sigma, delta_alpha)
+    # At least float32: under autocast (AMP) sigma is float16, where delta_final = 1e10 does not fit (the
+    # official code got inf there, i.e. alpha = 1 for sigma > 0, which float32 gives too).
+    deltas = torch.full(sigma.shape, delta_alpha, dtype=torch.promote_types(sigma.dtype, torch.float32),
+                        device=sigma.device)
     if ends_ray:
         deltas[..., -1, :] = delta_final
     if is_background is not None:
