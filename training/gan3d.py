@@ -189,12 +189,19 @@ def generator_step(run, rng, step):
     # Official quirk kept: chunk losses are batch means and are NOT divided by batch_split, so the step's
     # gradient is the sum over chunks (D's loss is a mean over the whole batch). The official learning
     # rates and grad_clip were tuned with this scaling. Logged values are the mean over chunks.
-    grad_norm = _optimizer_step(run, generator, run.optimizer_G)
-    run.scaler.update()  # once per iteration, after G (official): D overflows also lower the scale
-    run.ema.update(generator)
-    run.ema2.update(generator)
-    values = {k: sum(v[k] for v in chunk_values) / len(chunk_values) for k in chunk_values[0]}
+    values = finish_generator_step(run, chunk_values)
     values['g_loss'] = values['g_adv'] + values['g_pose']
+    return values
+
+
+def finish_generator_step(run, chunk_values):
+    """Step G once its chunks have back-propagated (stages 1 and 2): optimizer step, the iteration's loss-
+    scale update, both EMAs. chunk_values: each chunk's logged dict. Returns their mean plus g_grad_norm."""
+    grad_norm = _optimizer_step(run, run.generator, run.optimizer_G)
+    run.scaler.update()  # once per iteration, after G (official): D overflows also lower the scale
+    run.ema.update(run.generator)
+    run.ema2.update(run.generator)
+    values = {k: sum(v[k] for v in chunk_values) / len(chunk_values) for k in chunk_values[0]}
     values['g_grad_norm'] = float(grad_norm)
     return values
 

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from generators.super_resolution import bicubic_downsample
 
 from . import gan3d
-from .gan3d import _optimizer_step, _process_kwargs, _sample_poses, frozen, run_iteration
+from .gan3d import _process_kwargs, _sample_poses, finish_generator_step, frozen, run_iteration
 from .losses import check_finite, d_adversarial, g_adversarial, pose_loss, r1_penalty
 
 
@@ -113,8 +113,7 @@ def _generator_chunk(run, z, pitch, yaw, step, batch_split):
 
 def generator_step(run, rng, step):
     _, chunk, _, _ = _settings(run)
-    generator = run.generator
-    z = torch.randn(run.config['global']['batch_size'], generator.z_dim, generator=rng)
+    z = torch.randn(run.config['global']['batch_size'], run.generator.z_dim, generator=rng)
     chunks = z.split(chunk)
     run.optimizer_G.zero_grad(set_to_none=True)
     chunk_values = []
@@ -122,14 +121,9 @@ def generator_step(run, rng, step):
         for z_chunk in chunks:
             pitch, yaw = _sample_poses(run, z_chunk.shape[0], rng)
             chunk_values.append(_generator_chunk(run, z_chunk.to(run.device), pitch, yaw, step, len(chunks)))
-    grad_norm = _optimizer_step(run, generator, run.optimizer_G)
-    run.scaler.update()  # once per iteration, after G (official): D overflows also lower the scale
-    run.ema.update(generator)
-    run.ema2.update(generator)
-    values = {k: sum(v[k] for v in chunk_values) / len(chunk_values) for k in chunk_values[0]}
+    values = finish_generator_step(run, chunk_values)
     values['g_cons'] = values['g_cons_image'] + values['g_cons_maps']
     values['g_loss'] = sum(values[k] for k in ('g_adv', 'g_patch', 'g_pose', 'g_cons') if k in values)
-    values['g_grad_norm'] = float(grad_norm)
     return values
 
 
