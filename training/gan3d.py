@@ -2,6 +2,7 @@
 one G step.
 
     train_step(run, real_images, real_poses, step) -> dict of floats (loss terms, grad norms, scale)
+    train_step(..., latents=(z_D, z_G), poses=(poses_D, poses_G))  # given draws instead of the step's stream
 
 The stage-2 process (GRAM-HD `SRGan3DProcess`, training/sr_gan3d.py) is another function with the same
 signature, registered in training/loop.py under its config['process']['class'] name.
@@ -61,9 +62,31 @@ def _process_kwargs(run):
     return kwargs, batch_size // batch_split
 
 
-def _sample_poses(run, batch, rng):
+def _sample_poses(run, batch, rng, given=None):
+    """(pitch [b], yaw [b]) on the run's device: drawn from the prior with `rng`, or the rows of `given`
+    [b, 2] = (pitch, yaw) when a caller fixed the step's poses (the official-step fixture does)."""
+    if given is not None:
+        return given[:, 0].to(run.device), given[:, 1].to(run.device)
     pitch, yaw = run.generator.sample_poses(batch, 'cpu', generator=rng)
     return pitch.to(run.device), yaw.to(run.device)
+
+
+def _latents(run, batch, rng, given=None):
+    """z [batch, z_dim] (CPU): the step's draw, or `given` after a shape check."""
+    if given is None:
+        return torch.randn(batch, run.generator.z_dim, generator=rng)
+    if tuple(given.shape) != (batch, run.generator.z_dim):
+        raise ValueError(f"given latents have shape {tuple(given.shape)}; expected ({batch}, {run.generator.z_dim})")
+    return given
+
+
+def _chunks(z, chunk, given_poses=None):
+    """z's batch_split chunks, each with its rows of the given poses [B, 2] (None: drawn per chunk)."""
+    if given_poses is not None and tuple(given_poses.shape) != (z.shape[0], 2):
+        raise ValueError(f"given poses have shape {tuple(given_poses.shape)}; expected ({z.shape[0]}, 2) = "
+                         "(pitch, yaw) per latent")
+    pose_chunks = [None] * len(z.split(chunk)) if given_poses is None else given_poses.split(chunk)
+    return zip(z.split(chunk), pose_chunks)
 
 
 def _optimizer_step(run, module, optimizer):
@@ -78,26 +101,27 @@ def _optimizer_step(run, module, optimizer):
     return grad_norm
 
 
-def draw_fakes(run, batch, rng, render):
+def draw_fakes(run, batch, rng, render, z=None, poses=None):
     """Fakes for a D step (stages 1 and 2): `batch` latents in batch_split chunks, fresh prior poses per
-    chunk, no gradients. render(z [b, z_dim], pitch [b], yaw [b]) -> images. Returns (images, poses [B, 2])."""
+    chunk, no gradients. render(z [b, z_dim], pitch [b], yaw [b]) -> images. Returns (images, poses [B, 2]).
+    `z` [B, z_dim] and `poses` [B, 2] replace the draws from `rng` when given."""
     _, chunk = _process_kwargs(run)
-    z = torch.randn(batch, run.generator.z_dim, generator=rng)
+    z = _latents(run, batch, rng, z)
     fakes, fake_poses = [], []
     with torch.no_grad(), run.autocast():
-        for z_chunk in z.split(chunk):
-            pitch, yaw = _sample_poses(run, z_chunk.shape[0], rng)
+        for z_chunk, given_poses in _chunks(z, chunk, poses):
+            pitch, yaw = _sample_poses(run, z_chunk.shape[0], rng, given_poses)
             fakes.append(render(z_chunk.to(run.device), pitch, yaw))
             fake_poses.append(torch.stack([pitch, yaw], -1))
     return torch.cat(fakes), torch.cat(fake_poses)
 
 
-def discriminator_step(run, real_images, real_poses, rng, step):
+def discriminator_step(run, real_images, real_poses, rng, step, z=None, poses=None):
     kwargs, _ = _process_kwargs(run)
     generator, discriminator = run.generator, run.discriminator
     fakes, fake_poses = draw_fakes(
         run, real_images.shape[0], rng,
-        lambda z, pitch, yaw: render_fakes(generator, z, pitch, yaw, run.patch_split))
+        lambda z, pitch, yaw: render_fakes(generator, z, pitch, yaw, run.patch_split), z, poses)
 
     gamma = float(kwargs.get('r1_lambda', 0))
     use_r1 = gamma > 0 and step % int(kwargs.get('r1_interval', 1)) == 0
@@ -175,15 +199,14 @@ def _generator_chunk_patchwise(run, z, pitch, yaw, step):
     return values
 
 
-def generator_step(run, rng, step):
+def generator_step(run, rng, step, z=None, poses=None):
     _, chunk = _process_kwargs(run)
-    generator = run.generator
-    z = torch.randn(run.config['global']['batch_size'], generator.z_dim, generator=rng)
+    z = _latents(run, int(run.config['global']['batch_size']), rng, z)
     run.optimizer_G.zero_grad(set_to_none=True)
     chunk_values = []
     with frozen(run.discriminator):
-        for z_chunk in z.split(chunk):
-            pitch, yaw = _sample_poses(run, z_chunk.shape[0], rng)
+        for z_chunk, given_poses in _chunks(z, chunk, poses):
+            pitch, yaw = _sample_poses(run, z_chunk.shape[0], rng, given_poses)
             forward = _generator_chunk_patchwise if run.patch_split else _generator_chunk
             chunk_values.append(forward(run, z_chunk.to(run.device), pitch, yaw, step))
     # Official quirk kept: chunk losses are batch means and are NOT divided by batch_split, so the step's
@@ -219,6 +242,17 @@ def run_iteration(run, real_images, real_poses, step, discriminator_step, genera
     return values
 
 
-def train_step(run, real_images, real_poses, step):
-    """One iteration: D step on (real_images [B, 3, S, S], real_poses [B, 2]) and fakes, then G step."""
-    return run_iteration(run, real_images, real_poses, step, discriminator_step, generator_step)
+def train_step(run, real_images, real_poses, step, latents=None, poses=None):
+    """One iteration: D step on (real_images [B, 3, S, S], real_poses [B, 2]) and fakes, then G step.
+
+    latents = (z_D, z_G), each [B, z_dim], and poses = (poses_D, poses_G), each [B, 2] = (pitch, yaw), replace
+    the step's own draws (either may be given alone); everything else still comes from the step's random
+    stream. This is how one iteration is replayed against the official code (tests/test_train_step_fixture.py).
+    """
+    z_D, z_G = (None, None) if latents is None else latents
+    poses_D, poses_G = (None, None) if poses is None else poses
+    return run_iteration(
+        run, real_images, real_poses, step,
+        lambda run, images, image_poses, rng, step: discriminator_step(run, images, image_poses, rng, step,
+                                                                        z_D, poses_D),
+        lambda run, rng, step: generator_step(run, rng, step, z_G, poses_G))
