@@ -30,7 +30,8 @@ import time
 import torch
 
 from generators import build_generator, load_generator
-from generators.gram import check_inexact_options
+from generators.gram import RADIANCE_PATHS, check_inexact_options, resolve_radiance_path
+from utils.cli import default_device, device, nonnegative_float, nonnegative_int, positive_float, positive_int
 from utils.seeds import latent_for_seed
 
 PATHS = ('fast', 'plain', 'inexact')
@@ -48,7 +49,7 @@ class PointCounter:
 
     def __init__(self, generator):
         self.field_points = 0
-        self.radiance_points = 0
+        self._radiance_points = []
         representation = generator.representation
         representation.sample_network.register_forward_hook(self._count_field)
         # Wrapped on the generator rather than hooked on the network: the fast path calls
@@ -56,8 +57,9 @@ class PointCounter:
         radiance = generator.radiance
 
         def counted_radiance(points, directions, raw_frequencies, phases, contributing=None, **options):
-            evaluated = points.shape[:-1].numel() if contributing is None else int(contributing.sum())
-            self.radiance_points += evaluated
+            # kept as a device tensor: reading it here would add a host sync to the timed render
+            evaluated = points.shape[:-1].numel() if contributing is None else contributing.sum()
+            self._radiance_points.append(evaluated)
             return radiance(points, directions, raw_frequencies, phases, contributing, **options)
         generator.radiance = counted_radiance
         self.field_macs = linear_macs(representation.sample_network)
@@ -66,8 +68,13 @@ class PointCounter:
     def _count_field(self, module, inputs, output):
         self.field_points += inputs[0].numel() // 3
 
+    @property
+    def radiance_points(self):
+        return int(sum(self._radiance_points))
+
     def reset(self):
-        self.field_points = self.radiance_points = 0
+        self.field_points = 0
+        self._radiance_points = []
 
     def flops(self):
         return 2 * (self.field_points * self.field_macs + self.radiance_points * self.radiance_macs)
@@ -116,13 +123,17 @@ def time_calls(call, device, warmup, repeats, counter):
     return statistics.median(seconds), statistics.median(flops), statistics.median_low(points), first_call
 
 
-def bench_render(generator, counter, device, img_size, batch, frames, path, options, warmup, repeats):
+def bench_render(generator, counter, device, img_size, batch, frames, path, options, warmup, repeats,
+                 radiance_path='auto'):
     """Rows of the two cases (seeds at one camera, orbit of one seed) on one path: 'fast', 'plain', or
-    'inexact' (the fast path with the render `options`, compared with the exact fast path's images)."""
+    'inexact' (the fast path with the render `options`, compared with the exact fast path's images).
+    `radiance_path` is the fast path's (GramGenerator.RADIANCE_PATHS)."""
     z = torch.cat([latent_for_seed(seed, generator.z_dim) for seed in range(batch)]).to(device)
     frontal = torch.full((batch,), math.pi / 2, dtype=torch.float64)
     yaws = torch.linspace(-0.3, 0.3, frames, dtype=torch.float64) + math.pi / 2
     render_options = dict(fast=path != 'plain', **(options if path == 'inexact' else {}))
+    if path != 'plain':
+        render_options['radiance_path'] = radiance_path
     results = []
 
     def seeds_at_one_camera(**kwargs):
@@ -138,11 +149,12 @@ def bench_render(generator, counter, device, img_size, batch, frames, path, opti
         seconds, flops, points, first_call = time_calls(functools.partial(case, **render_options), device,
                                                         warmup, repeats, counter)
         row = {'case': name, 'img_size': img_size, 'path': path, 'images': images,
+               'radiance_path': None if path == 'plain' else resolve_radiance_path(radiance_path, device),
                'ms_per_image': 1000 * seconds / images, 'images_per_s': images / seconds,
                'gflop_per_s': flops / seconds / 1e9, 'radiance_points': points, 'first_call_s': first_call,
                'peak_memory_mb': peak_memory_mb(device)}
         if path == 'inexact':
-            difference = (case(**render_options) - case(fast=True)).abs()
+            difference = (case(**render_options) - case(fast=True, radiance_path=radiance_path)).abs()
             row.update(options=options, max_abs_diff_vs_exact=difference.max().item(),
                        mean_abs_diff_vs_exact=difference.mean().item())
         results.append(row)
@@ -155,24 +167,26 @@ def main(argv=None):
                         help='config name (default FFHQ_default, untrained; needed with an official --ckpt)')
     parser.add_argument('--ckpt', default=None, help='render this GRAM checkpoint instead of an untrained model')
     parser.add_argument('--sizes', default='64', help='comma-separated render sizes')
-    parser.add_argument('--batch', type=int, default=4, help='seeds rendered together at one camera')
-    parser.add_argument('--frames', type=int, default=4, help='frames of the orbit (one seed)')
+    parser.add_argument('--batch', type=positive_int, default=4, help='seeds rendered together at one camera')
+    parser.add_argument('--frames', type=positive_int, default=4, help='frames of the orbit (one seed)')
     parser.add_argument('--paths', default=None,
                         help=f"comma list of {', '.join(PATHS)} (default fast,plain, plus inexact when an "
                              "inexact option is given)")
-    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
-    parser.add_argument('--threads', type=int, default=None, help='CPU intra-op threads (default: torch)')
-    parser.add_argument('--warmup', type=int, default=1)
-    parser.add_argument('--repeats', type=int, default=3)
+    parser.add_argument('--radiance_path', default='auto', choices=RADIANCE_PATHS,
+                        help="the fast path's culled radiance evaluation: auto = batched on CUDA, per_latent on CPU")
+    parser.add_argument('--device', type=device, default=default_device())
+    parser.add_argument('--threads', type=positive_int, default=None, help='CPU intra-op threads (default: torch)')
+    parser.add_argument('--warmup', type=nonnegative_int, default=1)
+    parser.add_argument('--repeats', type=positive_int, default=3)
     parser.add_argument('--json', default=None, help='write the results here')
-    parser.add_argument('--peak_gflops', type=float, default=None,
+    parser.add_argument('--peak_gflops', type=positive_float, default=None,
                         help="the device's peak GFLOP/s for this precision, as you state it (e.g. about 80 for a "
                              "256-wide Linear+sine chain on this project's 2-core CPU); rows add the fraction")
     parser.add_argument('--tiny', action='store_true', help='TINY_GRAM, 16^2, one repeat: a smoke run')
     parser.add_argument('--precision', default='fp32', help="inexact path: radiance MLP in 'bf16' or 'fp16'")
     parser.add_argument('--tf32', action='store_true', help='inexact path: TF32 matmuls in the radiance MLP (CUDA)')
     parser.add_argument('--compile', action='store_true', help='inexact path: torch.compile the radiance MLP')
-    parser.add_argument('--early_termination', type=float, default=0.0,
+    parser.add_argument('--early_termination', type=nonnegative_float, default=0.0,
                         help='inexact path: transmittance threshold of early ray termination (0 = off)')
     args = parser.parse_args(argv)
     if args.tiny:
@@ -211,7 +225,7 @@ def main(argv=None):
     for img_size in [int(s) for s in args.sizes.split(',')]:
         for path in paths:
             for row in bench_render(generator, counter, args.device, img_size, args.batch, args.frames, path,
-                                    options, args.warmup, args.repeats):
+                                    options, args.warmup, args.repeats, args.radiance_path):
                 if args.peak_gflops:
                     row['stated_peak_gflop_per_s'] = args.peak_gflops
                     row['fraction_of_peak'] = row['gflop_per_s'] / args.peak_gflops

@@ -22,6 +22,7 @@ import torch
 
 from generators import build_generator, load_generator
 from inference import frontal_angles, view_offsets
+from utils.cli import nonnegative_int, positive_int
 from utils.seeds import latent_for_seed
 
 VIDEO_FRAMES = 60
@@ -76,9 +77,9 @@ def main(argv=None):
     parser.add_argument('--sizes', default='256,512,1024', help='comma-separated: 256, 512, 1024')
     parser.add_argument('--dataset', default='FFHQ', help='config family: FFHQ or AFHQ (no AFHQ 1024)')
     parser.add_argument('--ckpt', default=None, help='a GRAM-HD checkpoint (only with a single --sizes)')
-    parser.add_argument('--frames', type=int, default=2, help='cached frames timed')
-    parser.add_argument('--uncached_frames', type=int, default=1, help='uncached frames timed')
-    parser.add_argument('--threads', type=int, default=None, help='CPU intra-op threads (default: torch)')
+    parser.add_argument('--frames', type=positive_int, default=2, help='cached frames timed')
+    parser.add_argument('--uncached_frames', type=nonnegative_int, default=1, help='uncached frames timed')
+    parser.add_argument('--threads', type=positive_int, default=None, help='CPU intra-op threads (default: torch)')
     parser.add_argument('--json', default=None, help='write the results here')
     parser.add_argument('--tiny', action='store_true', help='TINY_GRAMHD (64^2 from 16^2): a smoke run')
     args = parser.parse_args(argv)

@@ -26,13 +26,16 @@ import torch
 import configs
 from bench import current_memory_mb, peak_memory_mb, synchronize  # the rendering benchmark's timing/memory conventions
 from generators import build_generator
+from generators.gram import RADIANCE_PATHS, resolve_radiance_path
 from training.gan3d import strip_ranges, train_step
 from training.state import build_training_run
+from utils.cli import positive_int
 
 
 def benchmark(config_name, iterations=3, batch_size=None, patch_split=None, device=None, seed=0,
-              training_path='fast'):
-    """Run 1 + `iterations` training iterations; returns a dict of figures (seconds are per iteration)."""
+              training_path='fast', radiance_path='auto'):
+    """Run 1 + `iterations` training iterations; returns a dict of figures (seconds are per iteration).
+    `radiance_path` is the generator's (GramGenerator.RADIANCE_PATHS: 'auto' = batched on CUDA)."""
     config = configs.get_config(config_name)
     if batch_size is not None:
         config['global']['batch_size'] = batch_size
@@ -44,6 +47,8 @@ def benchmark(config_name, iterations=3, batch_size=None, patch_split=None, devi
     device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     run = build_training_run(config, config_name, device, seed=seed, patch_split=patch_split,
                              training_path=training_path)
+    resolve_radiance_path(radiance_path, device)
+    run.generator.radiance_path = radiance_path
     batch, size = config['global']['batch_size'], config['global']['img_size']
     rng = torch.Generator().manual_seed(seed)
     real_images = torch.rand(batch, 3, size, size, generator=rng) * 2 - 1
@@ -64,7 +69,7 @@ def benchmark(config_name, iterations=3, batch_size=None, patch_split=None, devi
     return {
         'config': config_name, 'device': str(device), 'batch_size': batch, 'img_size': size,
         'batch_split': config['process']['kwargs'].get('batch_split', 1), 'patch_split': patch_split,
-        'training_path': training_path,
+        'training_path': training_path, 'radiance_path': resolve_radiance_path(radiance_path, device),
         'amp': run.amp, 'threads': torch.get_num_threads(), 'iterations': iterations,
         'first_iteration_s': seconds[0], 'seconds_per_iteration': statistics.median(seconds[1:]),
         'images_per_s': batch / statistics.median(seconds[1:]), 'peak_memory_mb': peak_memory_mb(str(device)),
@@ -119,11 +124,13 @@ def saved_activation_bytes(config_name, training_path='fast', strips=16, device=
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--config', default='GRAM64_FFHQ', help=f"one of: {', '.join(configs.config_names())}")
-    parser.add_argument('--iterations', type=int, default=3, help='timed iterations after the first')
-    parser.add_argument('--batch_size', type=int, default=None, help="default: the config's per-GPU batch")
-    parser.add_argument('--patch_split', type=int, default=None)
+    parser.add_argument('--iterations', type=positive_int, default=3, help='timed iterations after the first')
+    parser.add_argument('--batch_size', type=positive_int, default=None, help="default: the config's per-GPU batch")
+    parser.add_argument('--patch_split', type=positive_int, default=None)
     parser.add_argument('--training_path', default='fast', choices=('fast', 'low_memory', 'plain'),
                         help="G's training evaluation (see train.py --training_path)")
+    parser.add_argument('--radiance_path', default='auto', choices=RADIANCE_PATHS,
+                        help="how the culled radiance evaluation runs: auto = batched on CUDA, per_latent on CPU")
     parser.add_argument('--device', default=None, help='default: cuda if available, else cpu')
     parser.add_argument('--json', default=None, help='also write the figures to this file')
     parser.add_argument('--saved_only', action='store_true',
@@ -137,8 +144,9 @@ def main(argv=None):
               f"{result['saved_for_backward_mb']:.0f} MiB saved for G's backward per image (fp32)")
         return _write_json(result, args.json)
     result = benchmark(args.config, args.iterations, args.batch_size, args.patch_split, args.device,
-                       training_path=args.training_path)
-    print(f"{result['config']} on {result['device']} ({result['training_path']} path, amp {result['amp']}, "
+                       training_path=args.training_path, radiance_path=args.radiance_path)
+    print(f"{result['config']} on {result['device']} ({result['training_path']} path, radiance "
+          f"{result['radiance_path']}, amp {result['amp']}, "
           f"{result['threads']} threads): batch "
           f"{result['batch_size']} (split {result['batch_split']}, patch_split {result['patch_split']}), "
           f"{result['seconds_per_iteration']:.3f} s/iteration (median of {result['iterations']}; first "

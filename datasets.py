@@ -118,7 +118,9 @@ class PosedImageFolder(torch.utils.data.Dataset):
                 array = np.array(image, dtype=np.uint8)  # a writable copy for torch.from_numpy
         # PIL signals some broken chunks with SyntaxError, besides OSError for truncated/unknown files.
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
-            raise DatasetError(f"cannot read image {path}: {error}. Delete or replace it (and its pose file), "
+            # PIL quotes the path in its message; the path is already named once.
+            reason = str(error).replace(f" {path!r}", '').rstrip('.')
+            raise DatasetError(f"cannot read image {path}: {reason}. Delete or replace it (and its pose file), "
                                "then resume.") from error
         tensor = torch.from_numpy(array).permute(2, 0, 1).float().div(255)
         return (tensor - 0.5) / 0.5  # ToTensor + Normalize(0.5, 0.5), as the official transform
@@ -231,14 +233,19 @@ DATASETS = {'FFHQ': FFHQ, 'CATS': CATS, 'AFHQCats': AFHQCats, 'CARLA': CARLA}
 
 
 def build_dataset(config, data_dir, warn=True):
-    """The dataset named by config['dataset']['class'] over `data_dir`."""
+    """The dataset named by config['dataset']['class'] over `data_dir`, its first and last items checked."""
     section = config['dataset']
     name = section['class']
     if name not in DATASETS:
         raise ValueError(f"unknown dataset class {name!r} in config; expected one of {', '.join(DATASETS)}")
     kwargs = dict(section.get('kwargs', {}))
-    return DATASETS[name](data_dir, img_size=kwargs.get('img_size', config['global']['img_size']),
-                          real_pose=kwargs.get('real_pose', True), warn=warn)
+    dataset = DATASETS[name](data_dir, img_size=kwargs.get('img_size', config['global']['img_size']),
+                             real_pose=kwargs.get('real_pose', True), warn=warn)
+    # Decode the first and last image and pose now: a folder of unreadable or mislabelled files then fails
+    # in seconds, before any model is built, instead of when a data-loader worker reaches them.
+    for index in sorted({0, len(dataset) - 1}):
+        dataset[index]
+    return dataset
 
 
 class EpochSampler(torch.utils.data.Sampler):

@@ -18,15 +18,18 @@ import os
 import sys
 
 import eval as eval_cli
+from utils.cli import HelpFormatter, device, nonnegative_int, positive_int
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--generator_file', default='./pretrained_models/FFHQ_default/generator.pth')
-    parser.add_argument('--output_dir', default='./experiments/fid_evaluation/FFHQ_default')
-    parser.add_argument('--config', default='FFHQ_default')
-    parser.add_argument('--num_real_images', type=int, default=8000)
-    parser.add_argument('--num_images', type=int, default=1000)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument('--generator_file', default='./pretrained_models/FFHQ_default/generator.pth',
+                        help='checkpoint (the sibling ema.pth is used when present)')
+    parser.add_argument('--output_dir', default='./experiments/fid_evaluation/FFHQ_default',
+                        help='rendered fakes, metrics.txt and metrics.json')
+    parser.add_argument('--config', default='FFHQ_default', help='config name')
+    parser.add_argument('--num_real_images', type=positive_int, default=8000, help='real images to use')
+    parser.add_argument('--num_images', type=positive_int, default=1000, help='fake images to render')
     parser.add_argument('--no_watermark', action='store_true',
                         help='accepted for compatibility: evaluation fakes are never watermarked')
     parser.add_argument('--real_images_dir', default=None,
@@ -34,10 +37,11 @@ def build_parser():
     parser.add_argument('--tmp_dir', default='metrics/cache', help='feature caches')
     parser.add_argument('--feature_extractor_weights', default=None,
                         help='local inception-v3-compat weights (.pth) for machines without internet')
-    parser.add_argument('--device', default=eval_cli.default_device())
-    parser.add_argument('--batch_size', type=int, default=64)
-    parser.add_argument('--num_workers', type=int, default=None, help='image-loading worker processes')
-    parser.add_argument('--quiet', action='store_true')
+    parser.add_argument('--device', type=device, default=eval_cli.default_device(), help='cpu, cuda or cuda:N')
+    parser.add_argument('--batch_size', type=positive_int, default=64, help='feature-extractor batch size')
+    parser.add_argument('--num_workers', type=nonnegative_int, default=None,
+                        help="image-loading worker processes (default: eval.py's)")
+    parser.add_argument('--quiet', action='store_true', help='no progress output on stderr')
     return parser
 
 

@@ -1,6 +1,6 @@
 """Render multi-view grids, orbit videos or random-pose samples from a GRAM / GRAM-HD checkpoint.
 
-    python inference.py            # the shipped model (ckpts/synthetic_heads.pt): 3x7 grids + orbit videos
+    python inference.py            # the shipped model (ckpts/synthetic_heads.pt): 1x3 grids of 128^2 views
     python inference.py --ckpt pretrained/FFHQ_default/generator.pth --config FFHQ_default --seeds 0-3
     python inference.py --ckpt ckpts/ffhq256.pt --config GRAMHD256_FFHQ --type video --seeds 0
     python inference.py --ckpt run/ema.pth --config FFHQ_default --type rand --seeds 0-9999 --truncation 1
@@ -31,11 +31,14 @@ from tqdm import tqdm
 from generators import build_generator, load_generator
 from generators.camera import sample_camera_angles
 from generators.gram import check_inexact_options
+from rendering import interpolation, outputs3d
 from utils.checkpoints import CheckpointError
+from utils.cli import (HelpFormatter, comma_list, default_device, device, finite_float, nonnegative_float,
+                       positive_int, seed_list, writable_dir)
 from utils.images import add_watermark, make_grid, save_png, save_video, to_uint8
 from utils.seeds import latent_for_seed, parse_seeds
 
-VIEW_TYPES = ('video', 'multiview1x3', 'multiview3x7', 'rand')
+VIEW_TYPES = ('video', 'multiview1x3', 'multiview3x7', 'rand', 'interpolation')
 
 
 def view_offsets(view_type):
@@ -57,35 +60,52 @@ def frontal_angles(pitch_offset, yaw_offset):
             torch.tensor([math.pi / 2 + yaw_offset], dtype=torch.float64))
 
 
-def render_batch(generator, z, pitch, yaw, args_img_size, truncation, lock, render_options=None):
+def render_batch(generator, z, pitch, yaw, args_img_size, truncation, lock, render_options=None,
+                 with_depth=False):
     """Render one camera per row of z; returns (images, lr_images or None) as uint8 [B, H, W, 3].
-    `render_options`: GRAM's inexact options (`GramGenerator.render` keywords)."""
+    `render_options`: GRAM's inexact options (`GramGenerator.render` keywords). With `with_depth`, also
+    (depth, lr_depth or None): float depth maps [B, 1, H, W] on the CPU (distance along each ray)."""
     with torch.no_grad():
         if getattr(generator, 'is_hd', False):
+            if with_depth:
+                images, lr_images, depth, lr_depth = generator.render(
+                    z, pitch, yaw, truncation_psi=truncation, lock_view_dependence=lock, return_lr=True,
+                    return_depth=True, return_lr_depth=True)
+                return to_uint8(images), to_uint8(lr_images), depth.cpu(), lr_depth.cpu()
             images, lr_images = generator.render(z, pitch, yaw, truncation_psi=truncation,
                                                  lock_view_dependence=lock, return_lr=True)
             return to_uint8(images), to_uint8(lr_images)
+        if with_depth:
+            images, depth = generator.render(z, pitch, yaw, img_size=args_img_size, truncation_psi=truncation,
+                                             lock_view_dependence=lock, return_depth=True, **(render_options or {}))
+            return to_uint8(images), None, depth.cpu(), None
         images = generator.render(z, pitch, yaw, img_size=args_img_size, truncation_psi=truncation,
                                   lock_view_dependence=lock, **(render_options or {}))
         return to_uint8(images), None
 
 
-def render_hd_frame(generator, textures, pitch, yaw):
-    """One view of precomputed GRAM-HD textures; returns (images, lr_images) as uint8 [B, H, W, 3]."""
+def render_hd_frame(generator, textures, pitch, yaw, with_depth=False):
+    """One view of precomputed GRAM-HD textures; returns (images, lr_images) as uint8 [B, H, W, 3], plus
+    (HR depth, LR depth) [B, 1, H, W] on the CPU with `with_depth`."""
     with torch.no_grad():
+        if with_depth:
+            images, lr_images, depth, lr_depth = generator.render_from_textures(
+                textures, pitch, yaw, return_lr=True, return_depth=True, return_lr_depth=True)
+            return to_uint8(images), to_uint8(lr_images), depth.cpu(), lr_depth.cpu()
         images, lr_images = generator.render_from_textures(textures, pitch, yaw, return_lr=True)
     return to_uint8(images), to_uint8(lr_images)
 
 
 def render_view_set(generator, seeds, views, device, img_size=None, truncation=0.7, lock=True, batch_size=4,
-                    progress=None, render_options=None):
+                    progress=None, render_options=None, with_depth=False):
     """Render every view of every seed. Seeds are batched at one camera at a time, so the z-independent
     manifold intersections are computed once per camera and batch. For GRAM-HD with view dependence
     locked, the manifold textures (the expensive super-resolution) are computed once per batch of seeds
     and every view is only intersections + texture lookups; the frames equal those of `render`.
 
     views: list of (pitch [1] float64, yaw [1] float64); render_options as `render_batch`. Returns
-    {seed: (frames, lr_frames or None)} with frames a list of uint8 HWC arrays in view order.
+    {seed: (frames, lr_frames or None)} with frames a list of uint8 HWC arrays in view order; with
+    `with_depth`, {seed: (frames, lr_frames, depths, lr_depths or None)}, depths a list of [1, H, W] tensors.
     """
     results = {}
     for first in range(0, len(seeds), batch_size):
@@ -93,6 +113,8 @@ def render_view_set(generator, seeds, views, device, img_size=None, truncation=0
         z = torch.cat([latent_for_seed(seed, generator.z_dim) for seed in batch_seeds]).to(device)
         frames = {seed: [] for seed in batch_seeds}
         lr_frames = {seed: [] for seed in batch_seeds}
+        depths = {seed: [] for seed in batch_seeds}
+        lr_depths = {seed: [] for seed in batch_seeds}
         textures = None
         if getattr(generator, 'is_hd', False) and lock:
             with torch.no_grad():
@@ -101,18 +123,25 @@ def render_view_set(generator, seeds, views, device, img_size=None, truncation=0
             pitch_batch = pitch.expand(len(batch_seeds))
             yaw_batch = yaw.expand(len(batch_seeds))
             if textures is not None:
-                images, lr_images = render_hd_frame(generator, textures, pitch_batch, yaw_batch)
+                rendered = render_hd_frame(generator, textures, pitch_batch, yaw_batch, with_depth)
             else:
-                images, lr_images = render_batch(generator, z, pitch_batch, yaw_batch, img_size, truncation, lock,
-                                                 render_options)
+                rendered = render_batch(generator, z, pitch_batch, yaw_batch, img_size, truncation, lock,
+                                        render_options, with_depth)
+            images, lr_images = rendered[:2]
             for row, seed in enumerate(batch_seeds):
                 frames[seed].append(images[row])
                 if lr_images is not None:
                     lr_frames[seed].append(lr_images[row])
+                if with_depth:
+                    depths[seed].append(rendered[2][row])
+                    if rendered[3] is not None:
+                        lr_depths[seed].append(rendered[3][row])
             if progress is not None:
                 progress.update(len(batch_seeds))
         for seed in batch_seeds:
             results[seed] = (frames[seed], lr_frames[seed] or None)
+            if with_depth:
+                results[seed] += (depths[seed], lr_depths[seed] or None)
     return results
 
 
@@ -130,26 +159,110 @@ def run_view_type(generator, args, seeds, device, view_type):
             rng = torch.Generator().manual_seed(seed)
             z = torch.randn(1, generator.z_dim, generator=rng).to(device)
             pitch, yaw = sample_camera_angles(1, generator=rng, **generator.prior)
-            images, _ = render_batch(generator, z, pitch.double(), yaw.double(), args.img_size, args.truncation,
-                                     lock=False, render_options=render_options(args))
-            save_png(images[0], os.path.join(args.output_dir, f'{index:05d}.png'))  # never watermarked: FID input
+            rendered = render_batch(generator, z, pitch.double(), yaw.double(), args.img_size, args.truncation,
+                                    lock=False, render_options=render_options(args), with_depth=wants_maps(args))
+            images = rendered[0]
+            if 'rgb' in output_kinds(args):
+                save_png(images[0], os.path.join(args.output_dir, f'{index:05d}.png'))  # never watermarked: FID input
+            if wants_maps(args):
+                lr_depth = None if rendered[3] is None else [rendered[3][0]]
+                write_seed_maps(generator, args, f'{index:05d}', [rendered[2][0]], lr_depth, 1, 1, None, None, None)
             progress.update(1)
         progress.close()
+        return
+    if view_type == 'interpolation':
+        run_interpolation(generator, args, seeds, device)
         return
     rows, cols, offsets, lock = view_offsets(view_type)
     views = [frontal_angles(pitch, yaw) for pitch, yaw in offsets]
     progress = tqdm(total=len(seeds) * len(views), desc=view_type, unit='view')
     results = render_view_set(generator, seeds, views, device, args.img_size, args.truncation, lock,
-                              args.batch_size, progress, render_options(args))
+                              args.batch_size, progress, render_options(args), with_depth=wants_maps(args))
     progress.close()
-    for seed, (frames, lr_frames) in results.items():
+    for seed, (frames, lr_frames, *depth_maps) in results.items():
         outputs = [('', frames)] + ([('_lr', lr_frames)] if lr_frames else [])
+        written = {}
         for suffix, tiles in outputs:
             tiles = watermark_all(tiles, watermark)
+            written[suffix] = tiles
+            if 'rgb' not in output_kinds(args):
+                continue
             if view_type == 'video':
                 save_video(tiles, os.path.join(args.output_dir, f'grid_{seed}{suffix}.mp4'), fps=30)
             else:
                 save_png(make_grid(tiles, rows, cols), os.path.join(args.output_dir, f'grid_{seed}{suffix}.png'))
+        if depth_maps:
+            video = view_type == 'video'
+            write_seed_maps(generator, args, f'grid_{seed}', depth_maps[0], depth_maps[1], rows, cols,
+                            written[''] if video else None, written.get('_lr') if video else None,
+                            30 if video else None)
+
+
+# ----------------------------------------------------------------------------------------------------
+# 3D outputs (--outputs depth,normal) and interpolation videos (--type interpolation); README "3D outputs".
+
+def output_kinds(args):
+    return getattr(args, 'outputs', None) or ['rgb']
+
+
+def wants_maps(args):
+    return any(kind in output_kinds(args) for kind in ('depth', 'normal'))
+
+
+def write_seed_maps(generator, args, name, depths, lr_depths, rows, cols, rgb_frames, lr_rgb_frames, fps):
+    """Depth / normal files of one output name (images: one depth [1, H, W] per view; videos: one per frame)."""
+    fov = generator.camera['fov']
+    mark = (lambda image: image) if args.no_watermark else add_watermark
+    for suffix, maps, rgb in (('', depths, rgb_frames), ('_lr', lr_depths, lr_rgb_frames)):
+        if not maps:
+            continue
+        tiles = outputs3d.depth_tiles(torch.stack(list(maps)))
+        frames = [[tile] for tile in tiles] if fps else [tiles]
+        outputs3d.write_maps(os.path.join(args.output_dir, f'{name}{suffix}'), frames, rows, cols, fov,
+                             output_kinds(args), rgb, fps, mark)
+
+
+def interpolation_setup(args, seeds):
+    """(rows, cols, key seeds per cell, frames) of --type interpolation, or SystemExit with the reason."""
+    try:
+        rows, cols = interpolation.parse_grid(args.interp_grid)
+    except ValueError as error:
+        raise SystemExit(f"--interp_grid: {error}")
+    num_keyframes = args.num_keyframes or max(2, -(-len(seeds) // (rows * cols)))
+    if num_keyframes < 2:
+        raise SystemExit(f"--num_keyframes must be >= 2 (a video moves between keys), got {num_keyframes}")
+    keys = interpolation.cell_key_seeds(seeds, rows * cols, num_keyframes)
+    return rows, cols, keys, (num_keyframes - 1) * args.frames_per_key + 1
+
+
+def run_interpolation(generator, args, seeds, device):
+    """interpolation.mp4: a grid of cells whose latents move between key seeds while the camera orbits."""
+    rows, cols, keys, num_frames = interpolation_setup(args, seeds)
+    latents = torch.stack([interpolation.keyframe_latents(
+        torch.cat([latent_for_seed(seed, generator.z_dim) for seed in cell]), args.frames_per_key)
+        for cell in keys]).to(device)  # [cells, frames, z_dim]
+    views = [frontal_angles(pitch, yaw) for pitch, yaw in interpolation.orbit_offsets(num_frames)]
+
+    def render(z, pitch, yaw):
+        rendered = render_batch(generator, z, pitch, yaw, args.img_size, args.truncation, True,
+                                render_options(args), with_depth=wants_maps(args))
+        return tuple(rendered) + (None,) * (4 - len(rendered))
+    progress = tqdm(total=num_frames * rows * cols, desc='interpolation', unit='view')
+    video = interpolation.interpolation_frames(render, latents, views, rows, cols, args.batch_size, progress)
+    progress.close()
+    watermark = not args.no_watermark
+    written = {suffix: watermark_all(video[key], watermark)
+               for suffix, key in (('', 'frames'), ('_lr', 'lr_frames')) if video[key]}
+    if 'rgb' in output_kinds(args):
+        for suffix, frames in written.items():
+            save_video(frames, os.path.join(args.output_dir, f'interpolation{suffix}.mp4'), fps=30)
+    fov = generator.camera['fov']
+    mark = (lambda image: image) if args.no_watermark else add_watermark
+    for suffix, key in (('', 'depth'), ('_lr', 'lr_depth')):
+        if video[key]:
+            frames = [outputs3d.depth_tiles(torch.stack(frame)) for frame in video[key]]
+            outputs3d.write_maps(os.path.join(args.output_dir, f'interpolation{suffix}'), frames, rows, cols, fov,
+                                 output_kinds(args), written[suffix], 30, mark)
 
 
 def render_options(args):
@@ -173,15 +286,14 @@ def check_render_options(generator, args):
         raise SystemExit(f"error: {error}")
 
 
-def default_device():
-    return 'cuda' if torch.cuda.is_available() else 'cpu'
-
-
 # The model this project trained on its procedural heads (README: "The shipped model"), used when no
 # checkpoint is given.
 DEMO_CHECKPOINT = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'ckpts', 'synthetic_heads.pt')
-DEMO_TYPES = 'multiview3x7,video'
+DEMO_TYPES = 'multiview1x3'
 DEMO_SEEDS = '0-3'
+# The shipped model was trained at 32^2, too small to see; GRAM renders any size from its manifolds, and
+# 4 seeds x 3 views at 128^2 take about 15 s on a 2-core CPU.
+DEMO_IMG_SIZE = 128
 
 
 def seeds_or_exit(text):
@@ -215,28 +327,40 @@ def load_for_inference(ckpt, config, device, untrained=False):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument('--ckpt', '--generator_file', dest='ckpt', default=None,
-                        help='checkpoint: ours, an official generator.pth/ema.pth, or a GRAM-HD ckpts/*.pt')
+                        help='checkpoint: ours, an official generator.pth/ema.pth, or a GRAM-HD ckpts/*.pt; '
+                             'default: the shipped model ckpts/synthetic_heads.pt')
     parser.add_argument('--config', default=None, help='config name (needed for official checkpoints)')
-    parser.add_argument('--output_dir', default='images')
-    parser.add_argument('--seeds', default=None,
-                        help="e.g. '0-9999' or '0,1,4-6' (inclusive ranges); default 0-9 (shipped model: 0-3)")
-    parser.add_argument('--type', default=None,
+    parser.add_argument('--output_dir', default='images', help='folder for the images and videos')
+    parser.add_argument('--seeds', type=seed_list, default=None,
+                        help=f"e.g. 0-9999 or 0,1,4-6 (inclusive ranges, each seed once); default 0-9 "
+                             f"(shipped model: {DEMO_SEEDS})")
+    parser.add_argument('--type', type=comma_list(), default=None,
                         help=f"one or a comma list of {', '.join(VIEW_TYPES)}; default multiview1x3 "
                              f"(shipped model: {DEMO_TYPES})")
-    parser.add_argument('--truncation', type=float, default=0.7, help='psi; 1.0 disables truncation')
-    parser.add_argument('--img_size', type=int, default=None, help='render size (GRAM); default: the config')
-    parser.add_argument('--device', default=default_device())
-    parser.add_argument('--batch_size', type=int, default=4, help='seeds rendered together at one camera')
+    parser.add_argument('--truncation', type=finite_float, default=0.7, help='psi; 1.0 disables truncation')
+    parser.add_argument('--img_size', type=positive_int, default=None,
+                        help=f'render size (GRAM); default: the config (shipped model: {DEMO_IMG_SIZE})')
+    parser.add_argument('--device', type=device, default=default_device(), help='cpu, cuda or cuda:N')
+    parser.add_argument('--batch_size', type=positive_int, default=4, help='seeds rendered together at one camera')
     parser.add_argument('--no_watermark', action='store_true', help="do not mark images as 'generated'")
     parser.add_argument('--untrained', action='store_true',
                         help='render a freshly initialised generator of --config (checks the installation)')
+    outputs = parser.add_argument_group('3D outputs and interpolation videos (README "3D outputs")')
+    outputs.add_argument('--outputs', type=comma_list(outputs3d.OUTPUT_KINDS), default=['rgb'],
+                         help='comma list of rgb, depth (16-bit PNG + JSON range + preview), normal '
+                              '(camera space, from depth)')
+    outputs.add_argument('--num_keyframes', type=positive_int, default=None,
+                         help='interpolation: key seeds per grid cell (default: the seeds spread over the cells)')
+    outputs.add_argument('--frames_per_key', type=positive_int, default=30,
+                         help='interpolation: frames from one key to the next (30 fps)')
+    outputs.add_argument('--interp_grid', default='1x1', help='interpolation: ROWSxCOLS cells of the video')
     inexact = parser.add_argument_group('inexact speed-ups (GRAM only; off by default, see README)')
     inexact.add_argument('--precision', default='fp32', help="radiance MLP precision: fp32 (exact), bf16, fp16")
     inexact.add_argument('--tf32', action='store_true', help='TF32 matmuls in the radiance MLP (CUDA only)')
     inexact.add_argument('--compile', action='store_true', help='torch.compile the radiance MLP')
-    inexact.add_argument('--early_termination', type=float, default=0.0,
+    inexact.add_argument('--early_termination', type=nonnegative_float, default=0.0,
                          help='transmittance threshold T of early ray termination (0 = off; colour error <= ~T)')
     return parser
 
@@ -249,19 +373,27 @@ def main(argv=None):
             raise SystemExit(f"no --ckpt given and the shipped model {DEMO_CHECKPOINT} is missing; pass --ckpt PATH "
                              "(with --config for official files)")
         args.ckpt = DEMO_CHECKPOINT
-    args.seeds = args.seeds or (DEMO_SEEDS if demo else '0-9')
-    view_types = [name.strip() for name in (args.type or (DEMO_TYPES if demo else 'multiview1x3')).split(',')]
+        if args.img_size is None:
+            args.img_size = DEMO_IMG_SIZE
+    if args.seeds is None:
+        args.seeds = DEMO_SEEDS if demo else '0-9'
+    view_types = args.type if args.type is not None else (DEMO_TYPES if demo else 'multiview1x3').split(',')
     for name in view_types:
         if name not in VIEW_TYPES:
-            raise SystemExit(f"--type: unknown view type {name!r}; expected one or a comma list of "
+            raise SystemExit(f"--type: unknown view type {name}; expected one or a comma list of "
                              f"{', '.join(VIEW_TYPES)}")
     seeds = seeds_or_exit(args.seeds)
-    if args.batch_size < 1:
-        raise SystemExit(f"--batch_size must be >= 1, got {args.batch_size}")
+    if 'interpolation' in view_types:
+        interpolation_setup(args, seeds)  # bad interpolation flags fail before the model loads
+    writable_dir(args.output_dir)
     generator = load_or_exit(args.ckpt, args.config, args.device, args.untrained)
     check_render_options(generator, args)
-    for view_type in view_types:
-        run_view_type(generator, args, seeds, args.device, view_type)
+    try:
+        for view_type in view_types:
+            run_view_type(generator, args, seeds, args.device, view_type)
+    except OSError as error:  # a disk that fills up or a folder removed while rendering
+        raise SystemExit(f"error: cannot write to --output_dir {args.output_dir}: {error.strerror or error} "
+                         f"({error.filename or 'while saving'})")
     print(f"wrote {', '.join(view_types)} outputs for {len(seeds)} seed(s) to {args.output_dir}")
 
 

@@ -32,6 +32,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from utils import alignment
+from utils.cli import HelpFormatter, positive_int, seed, writable_dir
+from utils.atomic import atomic_open, remove_stale_temp_files
 
 CATEGORIES = ('ffhq', 'faces', 'cats', 'afhq', 'carla', 'synthetic')
 DEFAULT_SIZE = {'carla': 128}  # everything else: 256
@@ -61,27 +63,24 @@ IMAGE_EXTENSIONS = {
     'afhq': ('.jpg', '.jpeg', '.png'),
     'carla': ('.png',),
 }
-# Temporary files end with this, so no reader's `*.png` glob ever sees a half-written image.
-PARTIAL_SUFFIX = '.partial'
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0], formatter_class=HelpFormatter)
     parser.add_argument('--raw_dataset_path', type=str, default=None,
                         help='folder with the raw images (default ./raw_data/<cate>)')
-    parser.add_argument('--cate', type=str, default='ffhq', choices=CATEGORIES)
+    parser.add_argument('--cate', type=str, default='ffhq', choices=CATEGORIES, help='dataset category')
     parser.add_argument('--output_dir', type=str, default=None, help='default ./datasets/<cate>')
-    parser.add_argument('--size', type=int, default=None,
-                        help='output resolution (default 256, 128 for carla; up to 1024 for GRAM-HD)')
-    parser.add_argument('--workers', type=int, default=os.cpu_count() or 1, help='parallel processes')
+    parser.add_argument('--size', type=positive_int, default=None,
+                        help='output resolution (default 256, 128 for carla, 64 for synthetic; up to 1024 for '
+                             'GRAM-HD)')
+    parser.add_argument('--workers', type=positive_int, default=os.cpu_count() or 1, help='parallel processes')
     parser.add_argument('--overwrite', action='store_true', help='redo images that are already done')
-    parser.add_argument('--num_images', type=int, default=10000, help='synthetic: number of images')
-    parser.add_argument('--seed', type=int, default=0, help='synthetic: dataset seed')
+    parser.add_argument('--num_images', type=positive_int, default=10000, help='synthetic: number of images')
+    parser.add_argument('--seed', type=seed, default=0, help='synthetic: dataset seed')
     args = parser.parse_args(argv)
     if args.size is not None and args.size < 16:
-        parser.error(f"--size {args.size}: expected a resolution of at least 16")
-    if args.workers < 1:
-        parser.error(f"--workers {args.workers}: expected at least 1")
+        parser.error(f"argument --size: expected a resolution of at least 16, got {args.size}")
     return args
 
 
@@ -149,20 +148,10 @@ def list_jobs(cate, raw_dir, output_dir, size, overwrite):
 # Writing files safely
 
 def write_atomically(final_path, write):
-    """Run write(file object) on a temporary file in the same folder, then rename it to final_path.
-
-    The rename is atomic on one filesystem, so final_path is either absent or complete, even if the
-    process is killed midway.
-    """
-    folder, base = os.path.split(final_path)
-    temp_path = os.path.join(folder, f'.{base}.{os.getpid()}{PARTIAL_SUFFIX}')
-    try:
-        with open(temp_path, 'wb') as handle:
-            write(handle)
-        os.replace(temp_path, final_path)
-    finally:
-        if os.path.exists(temp_path):
-            os.remove(temp_path)
+    """Run write(file object) on a temporary file renamed to final_path when done (utils.atomic), so
+    final_path is either absent or complete, even if the process is killed midway."""
+    with atomic_open(final_path, 'wb') as handle:
+        write(handle)
 
 
 def save_png(image, path):
@@ -178,13 +167,7 @@ def copy_file(source, path):
 
 def remove_partial_files(output_dir):
     """Delete temporary files that a killed earlier run left behind; returns how many."""
-    removed = 0
-    for folder in (output_dir, os.path.join(output_dir, 'poses')):
-        for entry in os.listdir(folder):
-            if entry.startswith('.') and entry.endswith(PARTIAL_SUFFIX):
-                os.remove(os.path.join(folder, entry))
-                removed += 1
-    return removed
+    return sum(remove_stale_temp_files(folder) for folder in (output_dir, os.path.join(output_dir, 'poses')))
 
 
 # -----------------------------------------------------------------------------
@@ -291,12 +274,17 @@ def make_synthetic(args):
 
     output_dir = args.output_dir or os.path.join('.', 'datasets', 'synthetic')
     size = args.size or 64
-    if args.num_images < 1:
-        raise SystemExit(f"error: --num_images {args.num_images}: expected at least 1")
+    try:
+        synthetic_data.check_dataset_folder(output_dir, args.num_images, size, args.seed)
+    except synthetic_data.DatasetMismatch as error:
+        raise SystemExit(f"error: {error}")
+    writable_dir(output_dir)
     with tqdm(total=args.num_images, desc=f"synthetic {size}^2", unit='img') as progress:
-        synthetic_data.write_synthetic_dataset(output_dir, args.num_images, size, args.seed, workers=args.workers,
-                                               overwrite=args.overwrite, progress=progress)
-    print(f"synthetic: {args.num_images} images of {size}^2 (seed {args.seed}) in {output_dir}")
+        written = synthetic_data.write_synthetic_dataset(output_dir, args.num_images, size, args.seed,
+                                                         workers=args.workers, overwrite=args.overwrite,
+                                                         progress=progress)
+    print(f"synthetic: {written} images written, {args.num_images - written} already there (same settings); "
+          f"{args.num_images} images of {size}^2 (seed {args.seed}) in {output_dir}")
     return 0
 
 
@@ -317,6 +305,7 @@ def main(argv=None):
     jobs, rejected = list_jobs(args.cate, raw_dir, output_dir, size, args.overwrite)
     if not jobs:
         raise SystemExit(f"error: no images found in {raw_dir}; {expected}")
+    writable_dir(output_dir)
     os.makedirs(os.path.join(output_dir, 'poses'), exist_ok=True)
     leftovers = remove_partial_files(output_dir)
     if leftovers:

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from inference import default_device, load_or_exit, render_view_set, seeds_or_exit, watermark_all
+from inference import load_or_exit, render_view_set, watermark_all
+from utils.cli import HelpFormatter, default_device, device, finite_float, positive_int, seed_list, writable_dir
 from utils.images import save_gif, save_png
 
 
@@ -36,26 +37,29 @@ def trajectory(config_name, frames):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--generator_file', default='./pretrained_models/FFHQ_default/generator.pth')
-    parser.add_argument('--output_dir', default='./experiments/multiview_images/FFHQ_default')
-    parser.add_argument('--config', default='FFHQ_default')
-    parser.add_argument('--seeds', default='0-19')
-    parser.add_argument('--frames', type=int, default=30)
-    parser.add_argument('--psi', type=float, default=0.7)
-    parser.add_argument('--no_watermark', action='store_true')
-    parser.add_argument('--img_size', type=int, default=None, help='render size; default: the config')
-    parser.add_argument('--device', default=default_device())
-    parser.add_argument('--batch_size', type=int, default=4)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument('--generator_file', default='./pretrained_models/FFHQ_default/generator.pth',
+                        help='checkpoint (the sibling ema.pth is used when present)')
+    parser.add_argument('--output_dir', default='./experiments/multiview_images/FFHQ_default',
+                        help='folder for the frames and GIFs')
+    parser.add_argument('--config', default='FFHQ_default', help='config name')
+    parser.add_argument('--seeds', type=seed_list, default='0-19',
+                        help='e.g. 0-19 or 0,1,4-6 (inclusive ranges, each seed once)')
+    parser.add_argument('--frames', type=positive_int, default=30, help='frames per seed (at least 2)')
+    parser.add_argument('--psi', type=finite_float, default=0.7, help='truncation psi; 1.0 disables truncation')
+    parser.add_argument('--no_watermark', action='store_true', help="do not mark frames as 'generated'")
+    parser.add_argument('--img_size', type=positive_int, default=None, help='render size; default: the config')
+    parser.add_argument('--device', type=device, default=default_device(), help='cpu, cuda or cuda:N')
+    parser.add_argument('--batch_size', type=positive_int, default=4, help='seeds rendered together at one camera')
     args = parser.parse_args(argv)
-    seeds = seeds_or_exit(args.seeds)
+    seeds = args.seeds
     if args.frames < 2:
-        raise SystemExit(f"--frames must be >= 2, got {args.frames}")
+        parser.error(f"argument --frames: expected at least 2, got {args.frames}")
+    writable_dir(args.output_dir)
     generator = load_or_exit(args.generator_file, args.config, args.device)
     views, lock, fov = trajectory(args.config, args.frames)
     if fov is not None:
         generator.camera['fov'] = fov
-    os.makedirs(args.output_dir, exist_ok=True)
     progress = tqdm(total=len(seeds) * len(views), desc='frames', unit='view')
     results = render_view_set(generator, seeds, views, args.device, args.img_size, args.psi, lock,
                               args.batch_size, progress)

@@ -110,8 +110,15 @@ PARTS = ['head', 'hair', 'nose', 'eye_left', 'eye_right', 'ear_left', 'ear_right
 PART_COLOUR = ['skin', 'hair', 'nose', 'eye', 'eye', 'skin', 'skin']
 
 
-def render_heads(heads, pitch, yaw, size):
-    """Render objects from cameras (pitch, yaw) [B] radians; returns images [B, 3, size, size] in [0, 1]."""
+def render_heads(heads, pitch, yaw, size, return_geometry=False):
+    """Render objects from cameras (pitch, yaw) [B] radians; returns images [B, 3, size, size] in [0, 1].
+
+    With `return_geometry` also the truth a generator's geometry is judged against (`evaluation/geometry.py`):
+    depth [B, 1, size, size], the distance along the ray to the first surface (head or background plane),
+    as GRAM's expected depth measures it, and the background plane's share of each pixel [B, 1, size, size]
+    (the fraction of its supersampled rays that miss the head). Both are averaged over the supersamples
+    like the colour.
+    """
     batch = pitch.shape[0]
     origins = camera.origins_from_angles(pitch, yaw)
     _, ray_origins, ray_directions = camera.world_rays(origins, size * SUPERSAMPLE, FOV)
@@ -142,14 +149,33 @@ def render_heads(heads, pitch, yaw, size):
     textured = albedo * (1 + texture['strength'][:, None, None] * _texture(surface, texture)[..., None])
     diffuse = (normal * heads['light'][:, None]).sum(-1).clamp(min=0)[..., None]
     image = torch.where(hit[..., None], textured * (0.35 + 0.75 * diffuse), background).clamp(0, 1)
-    image = image.reshape(batch, size * SUPERSAMPLE, size * SUPERSAMPLE, 3).permute(0, 3, 1, 2)
-    return torch.nn.functional.avg_pool2d(image, SUPERSAMPLE)
+    def pixels(values):  # [B, R, C] on the supersampled grid -> [B, C, size, size]
+        values = values.reshape(batch, size * SUPERSAMPLE, size * SUPERSAMPLE, -1).permute(0, 3, 1, 2)
+        return torch.nn.functional.avg_pool2d(values, SUPERSAMPLE)
+
+    if not return_geometry:
+        return pixels(image)
+    depth = torch.where(hit, nearest, plane_distance)
+    return pixels(image), pixels(depth[..., None]), pixels((~hit).to(image.dtype)[..., None])
 
 
 def sample_poses(n, rng):
     """Camera poses (pitch, yaw) [n] float64 from the FFHQ prior of the configs."""
     pitch, yaw = camera.sample_camera_angles(n, generator=rng, **FACE_PRIOR)
     return pitch.double(), yaw.double()
+
+
+def heads_for_indices(seed, indices):
+    """The objects of images `indices` of the dataset made with `seed` (image i depends only on (seed, i)),
+    stacked, with their dataset poses (pitch, yaw) [n] float64."""
+    heads, pitches, yaws = [], [], []
+    for index in indices:
+        rng = torch.Generator().manual_seed(seed * 1_000_003 + index)
+        heads.append(random_heads(1, rng))
+        pitch, yaw = sample_poses(1, rng)
+        pitches.append(pitch)
+        yaws.append(yaw)
+    return _stack_heads(heads), torch.cat(pitches), torch.cat(yaws)
 
 
 def pose_to_ffhq_angle(pitch, yaw):
@@ -172,40 +198,94 @@ def render_chunk(seed, first_index, count, size):
 
     Image i depends only on (seed, i), so chunks can be rendered in any order and in parallel.
     """
-    heads, pitches, yaws = [], [], []
-    for index in range(first_index, first_index + count):
-        rng = torch.Generator().manual_seed(seed * 1_000_003 + index)
-        heads.append(random_heads(1, rng))
-        pitch, yaw = sample_poses(1, rng)
-        pitches.append(pitch)
-        yaws.append(yaw)
-    pitch, yaw = torch.cat(pitches), torch.cat(yaws)
+    heads, pitch, yaw = heads_for_indices(seed, range(first_index, first_index + count))
     with torch.no_grad():
-        images = render_heads(_stack_heads(heads), pitch, yaw, size)
+        images = render_heads(heads, pitch, yaw, size)
     images = (images.permute(0, 2, 3, 1).numpy() * 255 + 0.5).astype(np.uint8)
     return list(images), list(zip(pitch.tolist(), yaw.tolist()))
 
 
+# How a dataset folder was made, written before its first image: a later run into the same folder resumes
+# only with the same settings, instead of skipping images made at another size or seed.
+MANIFEST = 'manifest.json'
+# Bumped whenever the image or pose of (seed, index) changes, so no folder mixes two versions.
+DATASET_VERSION = 1
+
+
+class DatasetMismatch(ValueError):
+    """An existing folder cannot take this dataset; the message names the folder and the difference."""
+
+
+def check_dataset_folder(output_dir, num_images, size, seed):
+    """The manifest for writing (num_images, size, seed) into output_dir; DatasetMismatch when the folder
+    holds a dataset made with other settings, or images without a manifest (not ours, or unknown)."""
+    import json
+
+    wanted = {'category': 'synthetic', 'version': DATASET_VERSION, 'size': int(size), 'seed': int(seed),
+              'count': int(num_images)}
+    path = os.path.join(output_dir, MANIFEST)
+    advice = "choose a new --output_dir (images of different settings must not share a folder)"
+    if not os.path.exists(path):
+        images = [name for name in (os.listdir(output_dir) if os.path.isdir(output_dir) else [])
+                  if name.lower().endswith(('.png', '.jpg', '.jpeg'))]
+        if images:
+            raise DatasetMismatch(f"{output_dir} already holds {len(images)} image(s) but no {MANIFEST} saying how "
+                                  f"they were made; {advice}")
+        return wanted
+    try:
+        with open(path) as stream:
+            recorded = json.load(stream)
+    except (OSError, ValueError) as error:
+        raise DatasetMismatch(f"cannot read {path} ({error}); {advice}") from None
+    if not isinstance(recorded, dict):
+        raise DatasetMismatch(f"{path} is not a dataset manifest; {advice}")
+    different = [f"{key} {recorded.get(key)} (now {wanted[key]})" for key in ('category', 'version', 'size', 'seed')
+                 if recorded.get(key) != wanted[key]]
+    if different:
+        raise DatasetMismatch(f"{output_dir} was made with {', '.join(different)}; {advice}")
+    made = recorded.get('count')
+    if not isinstance(made, int) or made > num_images:
+        raise DatasetMismatch(f"{output_dir} was made with {made} images, more than the {num_images} asked for; "
+                              f"ask for at least {made} to resume it, or {advice}")
+    return wanted
+
+
 def write_synthetic_dataset(output_dir, num_images, size, seed, workers=1, overwrite=False, progress=None):
-    """Write `num_images` images `{index:05d}.png` and `poses/{index:05d}.mat` (atomically, resumable)."""
+    """Write `num_images` images `{index:05d}.png` and `poses/{index:05d}.mat` (atomically, resumable).
+
+    The folder's manifest.json records how it was made; a folder made with another size, seed or version
+    raises DatasetMismatch before anything is written (a larger count extends it). Returns the number of
+    images rendered by this call (the others were already there).
+    """
+    import json
+
     import scipy.io
     from concurrent.futures import ProcessPoolExecutor
 
+    from utils.atomic import atomic_open
     from utils.images import save_png
 
+    manifest = check_dataset_folder(output_dir, num_images, size, seed)
     os.makedirs(os.path.join(output_dir, 'poses'), exist_ok=True)
+    with atomic_open(os.path.join(output_dir, MANIFEST), 'w') as stream:
+        json.dump(manifest, stream, indent=2)
+        stream.write('\n')
     chunk = 16
     todo = [start for start in range(0, num_images, chunk)
             if overwrite or not all(os.path.exists(os.path.join(output_dir, f'{i:05d}.png'))
                                     for i in range(start, min(num_images, start + chunk)))]
 
+    written = []
+
     def store(start, images, poses):
         for offset, (image, (pitch, yaw)) in enumerate(zip(images, poses)):
             name = f'{start + offset:05d}'
+            if not overwrite and os.path.exists(os.path.join(output_dir, name + '.png')):
+                continue  # made earlier with the same settings (the manifest says so): left as it is
+            written.append(name)
             pose_path = os.path.join(output_dir, 'poses', name + '.mat')
-            temp = pose_path + '.tmp.mat'
-            scipy.io.savemat(temp, {'angle': pose_to_ffhq_angle(pitch, yaw)})
-            os.replace(temp, pose_path)
+            with atomic_open(pose_path, 'wb') as stream:
+                scipy.io.savemat(stream, {'angle': pose_to_ffhq_angle(pitch, yaw)})
             save_png(image, os.path.join(output_dir, name + '.png'))  # the image last: it marks "done"
         if progress is not None:
             progress.update(len(images))
@@ -220,4 +300,4 @@ def write_synthetic_dataset(output_dir, num_images, size, seed, workers=1, overw
     else:
         for start, count in zip(todo, counts):
             store(start, *render_chunk(seed, start, count, size))
-    return num_images
+    return len(written)

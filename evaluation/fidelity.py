@@ -19,13 +19,14 @@ import json
 import os
 import re
 import sys
-import tempfile
 
 import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
 from tqdm import tqdm
+
+from utils.atomic import atomic_open
 
 REAL_EXTENSIONS = ('.png', '.jpg', '.jpeg')
 FAKE_EXTENSIONS = ('.png',)
@@ -388,16 +389,8 @@ def extract_features(dataset, extractor, device, batch_size, num_workers, desc, 
 
 
 def _save_atomic(payload, path):
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix='.tmp_', suffix='.pt', dir=folder)
-    os.close(handle)
-    try:
-        torch.save(payload, temp)
-        os.replace(temp, path)
-    finally:
-        if os.path.exists(temp):
-            os.remove(temp)
+    with atomic_open(path, 'wb') as stream:
+        torch.save(payload, stream)
 
 
 def cached_features(image_set, image_size, protocol_key, get_extractor, device, batch_size, num_workers,

@@ -3,16 +3,20 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 
 import torch
 from tqdm import tqdm
 
+from utils.atomic import atomic_open
+
 from . import consistency as consistency_metric
+from . import geometry as geometry_metric
 from . import fidelity, swd
 from .fidelity import EvaluationError
 
-METRIC_NAMES = ('fid', 'kid', 'is', 'swd', 'consistency')
+METRIC_NAMES = ('fid', 'kid', 'is', 'swd', 'consistency', 'depth')
+# Metrics that render views of --ckpt themselves (not a set of fakes).
+CHECKPOINT_METRICS = ('consistency', 'depth')
 FIDELITY_METRICS = ('fid', 'kid', 'is')
 # Metrics that compare a set of fakes with a set of reals (the offline SWD needs no Inception weights).
 IMAGE_SET_METRICS = FIDELITY_METRICS + ('swd',)
@@ -105,11 +109,18 @@ def _read_manifest(folder):
         return None
 
 
+def _file_sizes(files):
+    return {os.path.basename(path): os.path.getsize(path) for path in files}
+
+
 def rendered_fake_set(generator, ckpt_id, num_fake, truncation, device, tmp_dir, cache_name, reuse, verbose):
-    """Fakes rendered from a checkpoint into `<tmp_dir>/<prefix>-<key>/`, reused when `reuse` and complete.
+    """Fakes rendered from a checkpoint into `<tmp_dir>/<prefix>-<key>/`; `reuse` governs their features.
 
     The key hashes the checkpoint bytes (and its EMA sibling), the config, the number of images, psi, the
     sampling rule, the resolution and the device type, so renders of another model or setting never mix.
+    A complete set (its manifest, written last, matches and lists every file with its size) is always
+    reused: the renders are a function of the key, so a retry after a later failure (Inception weights, the
+    JSON) does not render them again.
     """
     fields = {'checkpoint': ckpt_id, 'num_fake': num_fake, 'truncation': truncation, 'rule': RAND_RULE,
               'image_size': generator.img_size, 'device_type': torch.device(device).type}
@@ -118,14 +129,17 @@ def rendered_fake_set(generator, ckpt_id, num_fake, truncation, device, tmp_dir,
     folder = os.path.join(tmp_dir, f'{prefix}-{key}')
     files = [os.path.join(folder, f'{seed:05d}.png') for seed in range(num_fake)]
     manifest = _read_manifest(folder)
-    if reuse and manifest == fields and all(os.path.isfile(path) for path in files):
+    manifest = dict(manifest) if isinstance(manifest, dict) else {}
+    recorded = manifest.pop('files', None)
+    if (manifest == fields and all(os.path.isfile(path) for path in files)
+            and recorded == _file_sizes(files)):
         if verbose:
             print(f"reusing {num_fake} rendered fakes in {folder}", file=sys.stderr)
     else:
         if os.path.isfile(os.path.join(folder, MANIFEST)):
             os.remove(os.path.join(folder, MANIFEST))  # incomplete until the new manifest is written
         files = render_fakes(generator, folder, num_fake, truncation, device, verbose)
-        _write_json(fields, os.path.join(folder, MANIFEST))
+        _write_json(dict(fields, files=_file_sizes(files)), os.path.join(folder, MANIFEST))
     return fidelity.fake_image_set(folder, files=files, cache_name=prefix, reuse_cache=reuse)
 
 
@@ -134,17 +148,9 @@ def rendered_fake_set(generator, ckpt_id, num_fake, truncation, device, tmp_dir,
 
 
 def _write_json(payload, path):
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix='.tmp_', suffix='.json', dir=folder)
-    try:
-        with os.fdopen(handle, 'w') as stream:
-            json.dump(payload, stream, indent=2, sort_keys=False)
-            stream.write('\n')
-        os.replace(temp, path)
-    finally:
-        if os.path.exists(temp):
-            os.remove(temp)
+    with atomic_open(path, 'w') as stream:
+        json.dump(payload, stream, indent=2, sort_keys=False)
+        stream.write('\n')
 
 
 def _load_generator(options):
@@ -185,8 +191,9 @@ def evaluate(options):
     if set_metrics and options.fake_images_dir is None and options.ckpt is None:
         raise EvaluationError("FID/KID/IS/SWD need fakes: pass --fake_images_dir, or --ckpt (and --config for "
                               "official checkpoints) to render them")
-    if 'consistency' in metrics and options.ckpt is None:
-        raise EvaluationError("--metrics consistency renders views with depth: pass --ckpt")
+    for name in CHECKPOINT_METRICS:
+        if name in metrics and options.ckpt is None:
+            raise EvaluationError(f"--metrics {name} renders views with depth: pass --ckpt")
     if options.fake_images_dir is not None and options.ckpt is not None:
         if 'consistency' not in metrics:
             fidelity.warn(f"--ckpt {options.ckpt} is not used: the fakes are read from --fake_images_dir")
@@ -196,8 +203,21 @@ def evaluate(options):
     if {'fid', 'kid', 'swd'} & set(set_metrics) and options.real_images_dir is None:
         raise EvaluationError("FID, KID and SWD need real images: pass --real_images_dir")
 
+    # Everything a run can find wrong without rendering is checked before the fakes are rendered: the
+    # Inception weights (fetched now when there is no local file), the real images.
+    weights = None
+    if fidelity_metrics:
+        weights = fidelity.weights_identity(options.feature_extractor_weights)
+        if weights['path'] is None:
+            fidelity.create_extractor(weights, options.device)
+    real_set = None
+    if {'fid', 'kid', 'swd'} & set(set_metrics):
+        real_set = fidelity.real_image_set(options.real_images_dir, options.num_real,
+                                           options.real_images_cache_name, options.use_real_images_cache,
+                                           flag=getattr(options, 'num_real_flag', '--num_real'))
+
     generator = ckpt_id = None
-    if options.ckpt is not None and (from_checkpoint or 'consistency' in metrics):
+    if options.ckpt is not None and (from_checkpoint or set(CHECKPOINT_METRICS) & set(metrics)):
         generator, ckpt_id = _load_generator(options)
 
     result = {}
@@ -232,16 +252,10 @@ def evaluate(options):
             image_size = fidelity.check_fake_sizes(fake_set.files, options.image_size)
             fake_origin = {'checkpoint': None, 'truncation': None,
                            'pose_sampling': f"unknown: fakes read from {fake_set.source} (not rendered here)"}
-        real_set = None
-        if {'fid', 'kid', 'swd'} & set(set_metrics):
-            real_set = fidelity.real_image_set(options.real_images_dir, options.num_real,
-                                               options.real_images_cache_name, options.use_real_images_cache,
-                                               flag=getattr(options, 'num_real_flag', '--num_real'))
         if 'swd' in set_metrics:
             result['swd'], protocol['swd'] = swd_metric(fake_set, real_set, image_size, fake_origin, verbose)
             json_name = fake_set.cache_name({'metric': 'swd'}) or 'metrics'
     if fidelity_metrics:
-        weights = fidelity.weights_identity(options.feature_extractor_weights)
         values, details = fidelity.compute_fidelity(
             fake_set, real_set, fidelity_metrics, image_size, weights=weights, device=options.device,
             batch_size=options.batch_size, cache_root=options.tmp_dir, num_workers=options.num_workers,
@@ -293,10 +307,34 @@ def evaluate(options):
         if json_name is None:
             json_name = 'consistency-' + fidelity.sanitize_name(os.path.splitext(os.path.basename(options.ckpt))[0])
 
+    if 'depth' in metrics:
+        progress = tqdm(total=len(geometry_metric.VIEWS), desc='depth', unit='view', disable=not verbose,
+                        file=sys.stderr)
+        try:
+            scores = geometry_metric.evaluate_geometry(
+                generator, num=getattr(options, 'depth_num', geometry_metric.DEFAULT_NUM),
+                size=getattr(options, 'depth_size', None), truncation=options.truncation,
+                truth_seed=getattr(options, 'depth_truth_seed', geometry_metric.DEFAULT_TRUTH_SEED),
+                device=options.device, progress=progress)
+        except ValueError as error:
+            raise EvaluationError(f"depth: {error}") from error
+        finally:
+            progress.close()
+        scores['protocol']['checkpoint'] = ckpt_id
+        result['depth'] = scores
+        protocol['depth'] = scores['protocol']
+        if json_name is None:
+            json_name = 'depth-' + fidelity.sanitize_name(os.path.splitext(os.path.basename(options.ckpt))[0])
+
     result['protocol'] = protocol
     output_json = options.output_json or os.path.join(options.tmp_dir, f'{json_name}.json')
-    _write_json(result, output_json)
-    result['output_json'] = os.path.abspath(output_json)
+    try:
+        _write_json(result, output_json)
+    except OSError as error:
+        # The metrics took long to compute: they are still returned (and printed by eval.py), with the reason.
+        result['output_json_error'] = f"cannot write {output_json}: {error.strerror or error}"
+    else:
+        result['output_json'] = os.path.abspath(output_json)
     return result
 
 
@@ -361,6 +399,8 @@ def summary_lines(result):
         lines.append(f"          {cons['num_seeds']} seed(s), {cons['num_views']} views, yaw +-{cons['yaw_range']} "
                      f"rad, {cons['image_size']}x{cons['image_size']}, psi {cons['truncation']}, depth tolerance "
                      f"{cons['depth_tolerance']}")
+    if 'depth' in result:
+        lines.extend(geometry_metric.summary_lines(result['depth']))
     if 'output_json' in result:
         lines.append(f"wrote {result['output_json']}")
     return lines

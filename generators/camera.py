@@ -184,3 +184,27 @@ def project_points(origins, points, fov):
     in_front = ahead > 1e-6
     ndc = local[..., :2] * focal_from_fov(fov) / ahead.clamp_min(1e-6).unsqueeze(-1)
     return ndc, offsets.norm(dim=-1), in_front
+
+
+def normals_from_depth(depth, fov):
+    """Camera-space unit normals [B, 3, H, W] of the surface seen in depth maps [B, 1, H, W].
+
+    `depth` is the distance along each pixel's ray (as rendered). Each pixel is unprojected to the camera
+    space point depth * direction (OpenGL-like: +x right, +y up, +z towards the viewer); the normal is the
+    cross product of the point's central differences along rows and columns (one-sided at the border),
+    turned to face the camera. Pixels whose depth or neighbours are not finite get (0, 0, 0). Depth edges
+    (silhouettes) give the normal of the steep connecting surface, as any depth-derived normal does.
+    """
+    batch, _, height, width = depth.shape
+    if height != width:
+        raise ValueError(f"normals_from_depth: square depth maps expected, got {height}x{width}")
+    directions = camera_ray_directions(height, fov, depth.device).to(depth.dtype)  # [H*W, 3]
+    points = (directions.reshape(1, height, width, 3) * depth.reshape(batch, height, width, 1))
+    d_rows, d_cols = torch.gradient(points, dim=(1, 2))
+    normals = torch.cross(d_cols, d_rows, dim=-1)
+    facing = torch.sum(normals * points, dim=-1, keepdim=True) > 0  # points are rays away from the camera
+    normals = torch.where(facing, -normals, normals)
+    normals = normals / torch.norm(normals, dim=-1, keepdim=True).clamp_min(1e-20)
+    normals = torch.nan_to_num(normals, nan=0.0, posinf=0.0, neginf=0.0)
+    normals = torch.where(torch.isfinite(points).all(-1, keepdim=True), normals, torch.zeros_like(normals))
+    return normals.permute(0, 3, 1, 2).contiguous()

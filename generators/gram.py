@@ -29,6 +29,49 @@ RADIANCE_PRECISIONS = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float
 # for 1 / 2 / 4) but mean more, smaller MLP calls; 1 was a few % slower than 2 and 4 on CPU.
 EARLY_TERMINATION_GROUP = 2
 
+# How the culled radiance evaluation runs (README Performance):
+# - 'per_latent': a Python loop over latents, each packing its contributing points by boolean indexing
+#   (a host sync per latent) and folding its FiLM into its own weights; fastest on CPU, where kernel
+#   launches are cheap and every skipped point is saved work;
+# - 'batched': all latents at once; contributing points are compacted per latent into one [B, C] block
+#   (C = the largest count, the one host sync) and every FiLM layer is one batched matmul with the
+#   latents' folded weights, so the kernels and syncs of a call do not grow with the batch (GPUs);
+# - 'auto': 'batched' on CUDA, 'per_latent' elsewhere.
+RADIANCE_PATHS = ('auto', 'per_latent', 'batched')
+# Automatic chunk sizes on CUDA: this share of the free memory (the allocator needs slack), and the bytes a
+# ray needs, estimated as the manifold field's activations plus, per latent, every manifold point in the
+# radiance MLP's two buffers and bookkeeping, times a safety factor.
+CUDA_CHUNK_MEMORY_SHARE = 0.5
+CUDA_CHUNK_SAFETY = 1.5
+CPU_CHUNK_POINTS = 2 ** 19
+
+
+def resolve_radiance_path(path, device):
+    """The concrete path ('per_latent' or 'batched') that `path` means on `device`."""
+    if path not in RADIANCE_PATHS:
+        raise ValueError(f"radiance_path must be one of {', '.join(map(repr, RADIANCE_PATHS))}, got {path!r}")
+    if path == 'auto':
+        return 'batched' if torch.device(device).type == 'cuda' else 'per_latent'
+    return path
+
+
+def compact_rows(mask):
+    """Per-row compaction of mask [B, P] without a loop over rows.
+
+    Returns (index [B, C], slot [B, P]) with C = the largest row count: index[b, :count_b] are the
+    positions of row b's True entries in order (the rest of the row points at position 0, a filler whose
+    result nobody reads), and slot[b, p] is where position p landed, or C for a False entry. Reading
+    results back with `gather(values padded by one zero column, slot)` puts zeros at the False entries.
+    Reading C costs one host sync, whatever B is.
+    """
+    batch, count = mask.shape
+    capacity = int(mask.sum(1).max()) if batch * count else 0
+    slot = torch.where(mask, torch.cumsum(mask, 1) - 1, capacity)
+    index = torch.zeros(batch, capacity + 1, dtype=torch.long, device=mask.device)
+    # False entries all land in the extra column C, which is dropped: which of them wins does not matter
+    index.scatter_(1, slot, torch.arange(count, device=mask.device).expand(batch, -1))
+    return index[:, :capacity], slot
+
 
 def check_inexact_options(fast, precision, early_termination, tf32, compile):
     """Raise ValueError naming the bad value; the options only exist on the fast path."""
@@ -85,6 +128,9 @@ class GramGenerator(nn.Module):
     # with stock autograd ops, as the official code does (the reference benchmarks and tests compare with).
     training_path = 'fast'
     TRAINING_PATHS = ('fast', 'low_memory', 'plain')
+    # How the culled radiance evaluation runs, rendering and training alike (RADIANCE_PATHS); `render`
+    # and `render_rays` take it per call too.
+    radiance_path = 'auto'
 
     def __init__(self, z_dim=256, img_size=256, h_stddev=0.3, v_stddev=0.155, h_mean=math.pi / 2,
                  v_mean=math.pi / 2, sample_dist='gaussian', representation_kwargs=None, renderer_kwargs=None,
@@ -95,8 +141,12 @@ class GramGenerator(nn.Module):
         self.prior = dict(h_stddev=h_stddev, v_stddev=v_stddev, h_mean=h_mean, v_mean=v_mean, mode=sample_dist)
         self.representation = Representation(z_dim, feature_dim=feature_dim, **(representation_kwargs or {}))
         renderer = dict(num_samples=64, num_manifolds=24, levels_start=23, levels_end=8, delta_alpha=0.04,
-                        delta_final=1e10, last_back=False, white_back=False, background=True)
+                        delta_final=1e10, last_back=False, white_back=False, background=True, view_dependence=True)
         renderer.update(renderer_kwargs or {})
+        # False: colours never depend on the view direction, in training too (every point is seen along the
+        # locked direction). Not an official option: a small generator on the procedural heads otherwise
+        # paints view-dependent pictures on one surface instead of learning shape (README "The shipped model").
+        self.view_dependence = bool(renderer['view_dependence'])
         self.num_samples = renderer['num_samples']
         self.background = renderer['background']
         self.num_levels = renderer['num_manifolds'] - (1 if self.background else 0)
@@ -195,7 +245,7 @@ class GramGenerator(nn.Module):
     # Radiance
 
     def radiance(self, points, directions, raw_frequencies, phases, contributing=None, precision='fp32',
-                 compile=False):
+                 compile=False, radiance_path=None):
         """rgb/sigma [B, R, M, 4] at points [B, R, M, 3] seen along directions [B, R, M, 3] (or one shared
         direction [3], e.g. the locked view direction).
 
@@ -204,7 +254,9 @@ class GramGenerator(nn.Module):
         background plane, so the composite does not change). Without gradients that path uses the folded
         FiLM evaluation (`RadianceNetwork.forward_folded`; the stock one where `fold_film_layers` is off),
         with gradients the fused FiLM-sine autograd (`RadianceNetwork.forward_fused`). The inexact options `precision` (a RADIANCE_PRECISIONS key) and
-        `compile` (torch.compile of `forward_folded`) exist on the folded path only.
+        `compile` (torch.compile of `forward_folded`) exist on the folded path only. `radiance_path`
+        (RADIANCE_PATHS; default: the generator's `radiance_path`) picks the per-latent loop or the batched
+        evaluation of the culled points; both compute the same values.
         """
         network = self.representation.rf_network
         batch, num_rays, num_points, _ = points.shape
@@ -215,12 +267,15 @@ class GramGenerator(nn.Module):
                              "(folded) radiance evaluation only; this call has gradients enabled, no culling "
                              "mask or a generator that keeps the official operation order")
         dtype = RADIANCE_PRECISIONS[precision]
-        evaluate_folded = self._compiled_forward_folded() if compile else network.forward_folded
         if contributing is None:
             if shared_direction:
                 directions = directions.expand_as(points)
             out = network(points.reshape(batch, -1, 3), directions.reshape(batch, -1, 3), raw_frequencies, phases)
             return out.reshape(batch, num_rays, num_points, 4)
+        if resolve_radiance_path(radiance_path or self.radiance_path, points.device) == 'batched':
+            return self._radiance_batched(points, directions, raw_frequencies, phases, contributing, folded, dtype,
+                                          compile)
+        evaluate_folded = self._compiled_forward_folded() if compile else network.forward_folded
         out = points.new_zeros(batch, num_rays, num_points, 4)
         for b in range(batch):  # FiLM parameters differ per latent, so pack each latent's points separately
             mask = contributing[b]
@@ -242,10 +297,50 @@ class GramGenerator(nn.Module):
             out[b][mask] = selected.to(out.dtype)
         return out
 
+    def _radiance_batched(self, points, directions, raw_frequencies, phases, contributing, folded, dtype, compile):
+        """`radiance` on the contributing points of all latents at once: [B, R, M, 4], zeros elsewhere.
+
+        Each latent's contributing points are compacted into a [B, C] block (`compact_rows`: C is the
+        largest count, the call's one host sync; at one camera every latent has the same points, so nothing
+        is padded), evaluated by the batched network forms, and read back by one gather. The number of
+        kernels does not depend on B. Filler slots of shorter rows are evaluated on a real point and never
+        read, so they get no gradient.
+        """
+        network = self.representation.rf_network
+        batch, num_rays, num_points, _ = points.shape
+        index, slot = compact_rows(contributing.reshape(batch, -1))
+        capacity = index.shape[1]
+        selected_points = torch.gather(points.reshape(batch, -1, 3), 1, index.unsqueeze(-1).expand(-1, -1, 3))
+        if directions.dim() == 1:
+            selected_directions = directions
+        elif directions.stride(2) == 0:  # one direction per ray (expanded over its points): gather by ray
+            ray_index = torch.div(index, num_points, rounding_mode='floor').unsqueeze(-1).expand(-1, -1, 3)
+            selected_directions = torch.gather(directions[:, :, 0], 1, ray_index)
+        else:
+            selected_directions = torch.gather(directions.reshape(batch, -1, 3), 1,
+                                               index.unsqueeze(-1).expand(-1, -1, 3))
+        if folded:
+            # as on the per-latent path, compiled graphs are not specialised to 0 or 1 points
+            evaluate = self._compiled_forward_folded() if compile and capacity > 1 else network.forward_folded
+            values = evaluate(selected_points, selected_directions, raw_frequencies, phases, dtype=dtype)
+        else:
+            if selected_directions.dim() == 1:
+                selected_directions = selected_directions.expand_as(selected_points)
+            if torch.is_grad_enabled():
+                values = network.forward_fused(selected_points, selected_directions, raw_frequencies, phases,
+                                               recompute=self.training_path == 'low_memory')
+            else:  # the official operation order, all latents in one call (as the official code evaluates)
+                values = network(selected_points, selected_directions, raw_frequencies, phases)
+        values = values.to(points.dtype)
+        values = torch.cat([values, values.new_zeros(batch, 1, values.shape[-1])], dim=1)
+        out = torch.gather(values, 1, slot.unsqueeze(-1).expand(-1, -1, values.shape[-1]))
+        return out.reshape(batch, num_rays, num_points, -1)
+
     def _compiled_forward_folded(self):
         """`RadianceNetwork.forward_folded` under torch.compile, built on first use and kept with the
         generator. Culled point counts change every call, so shapes are dynamic: one compilation per
-        direction layout (per point or shared) and precision instead of one per count."""
+        direction layout (per point or shared), precision and path (per latent or batched) instead of one
+        per count."""
         if getattr(self, '_forward_folded_compiled', None) is None:
             compiled = torch.compile(self.representation.rf_network.forward_folded, dynamic=True)
 
@@ -288,24 +383,27 @@ class GramGenerator(nn.Module):
 
     def render_rays(self, raw_frequencies, phases, origins, img_size, pixel_range=None,
                     lock_view_dependence=False, fast=True, shared_camera=False, sort_origin=None,
-                    return_hits=False, precision='fp32', early_termination=0.0, tf32=False, compile=False):
+                    return_hits=False, precision='fp32', early_termination=0.0, tf32=False, compile=False,
+                    radiance_path=None, return_background_weight=False):
         """Render pixels of cameras at origins [B, 3] with the given FiLM parameters.
 
-        Returns (rgb [B, R, 3] in [0, 1]-ish composite space, depth [B, R, 1]), plus the `ray_intersections`
-        dict (unsorted, level order) with `return_hits`. Samples are sorted by their distance from their own
+        Returns (rgb [B, R, 3] in [0, 1]-ish composite space, depth [B, R, 1]), then the composite weight of
+        the background plane [B, R, 1] with `return_background_weight` (0 without a plane), then the
+        `ray_intersections` dict (unsorted, level order) with `return_hits`. Samples are sorted by their distance from their own
         ray origin, or from `sort_origin` [3] when given (GRAM-HD measures from batch element 0's camera).
         `fast` skips the radiance network on points that cannot contribute (invalid intersections and
         points behind the background plane); `fast=False` is the plain reference path that evaluates
         every intersection of every latent, as the official code does. `precision`, `early_termination`,
         `tf32` and `compile` are the inexact options of `render`; they act on the radiance MLP only, so the
-        intersections (a discontinuous validity decision) stay exact float32.
+        intersections (a discontinuous validity decision) stay exact float32. `radiance_path` is
+        `radiance`'s (default: the generator's).
         """
         hits = self.ray_intersections(origins, img_size, pixel_range, shared_camera=shared_camera)
         points, valid, is_background = hits['points'], hits['valid'], hits['is_background']
         batch, num_rays, num_points, _ = points.shape
         reference = hits['ray_origins'].unsqueeze(2) if sort_origin is None else sort_origin.reshape(1, 1, 1, 3)
         distances = torch.norm(points - reference, dim=-1, keepdim=True)
-        if lock_view_dependence:
+        if lock_view_dependence or not self.view_dependence:
             # every point is seen along (0, 0, -1): the textures of GRAM-HD videos rely on this
             directions = torch.tensor([0.0, 0.0, -1.0], dtype=points.dtype, device=points.device)
         else:
@@ -328,29 +426,39 @@ class GramGenerator(nn.Module):
             if early_termination > 0:
                 rgb_sigma = self._radiance_front_to_back(points, directions, raw_frequencies, phases, contributing,
                                                          order, valid, is_background, early_termination,
-                                                         precision=precision, compile=compile)
+                                                         precision=precision, compile=compile,
+                                                         radiance_path=radiance_path)
             else:
                 rgb_sigma = self.radiance(points, directions, raw_frequencies, phases, contributing,
-                                          precision=precision, compile=compile)
+                                          precision=precision, compile=compile, radiance_path=radiance_path)
         rgb_sigma = torch.gather(rgb_sigma, -2, order.expand(-1, -1, -1, 4))
-        color, depth, _ = composite(rgb_sigma, distances, valid, self.delta_alpha, self.delta_final,
-                                    is_background, white_back=self.white_back, last_back=self.last_back)
+        color, depth, weights = composite(rgb_sigma, distances, valid, self.delta_alpha, self.delta_final,
+                                          is_background, white_back=self.white_back, last_back=self.last_back)
+        outputs = (color, depth)
+        if return_background_weight:
+            # how much of the pixel the plane paints: a generator that draws its subject on the plane has ~1
+            outputs += ((weights * is_background).sum(dim=-2) if is_background is not None
+                        else torch.zeros_like(depth),)
         if return_hits:
-            return color, depth, hits
-        return color, depth
+            outputs += (hits,)
+        return outputs
 
     # ------------------------------------------------------------------------------------------------
     # Public entry points
 
     def render(self, z, pitch, yaw, img_size=None, truncation_psi=1.0, lock_view_dependence=False,
-               return_depth=False, fast=True, chunk_points=2 ** 19, precision='fp32', early_termination=0.0,
-               tf32=False, compile=False):
+               return_depth=False, fast=True, chunk_points=None, precision='fp32', early_termination=0.0,
+               tf32=False, compile=False, radiance_path=None, return_background_weight=False):
         """Render latents z [B, z_dim] from cameras at (pitch [B], yaw [B]) radians (official pose labels).
 
         Angles may be float64; the camera origin is computed in float64 and cast once. Pixels are rendered
         in chunks of about `chunk_points` manifold-field samples (a memory bound; no effect on values,
-        rays are independent). `fast=False` is the plain reference path (see `render_rays`). Returns images
-        [B, 3, H, W] in [-1, 1], and depth [B, 1, H, W] (distance along the ray) with `return_depth`.
+        rays are independent); by default 2**19 on CPU, and on CUDA as many rays as fit in half the free
+        memory (`rays_per_chunk`). `fast=False` is the plain reference path (see `render_rays`);
+        `radiance_path` picks how the fast path evaluates its culled points (RADIANCE_PATHS; default: the
+        generator's `radiance_path`, 'auto' = batched on CUDA, per latent on CPU). Returns images
+        [B, 3, H, W] in [-1, 1], then depth [B, 1, H, W] (distance along the ray) with `return_depth`, then
+        the background plane's composite weight [B, 1, H, W] with `return_background_weight`.
 
         Inexact options of the fast path (the defaults are exact; errors measured in README "Inexact
         options"), all acting on the radiance MLP only:
@@ -361,6 +469,8 @@ class GramGenerator(nn.Module):
         - compile: torch.compile the MLP evaluation (the first call compiles).
         """
         check_inexact_options(fast, precision, early_termination, tf32, compile)
+        radiance_path = radiance_path or self.radiance_path
+        resolve_radiance_path(radiance_path, z.device)  # a bad name fails before any work
         img_size = int(img_size or self.img_size)
         pitch = torch.as_tensor(pitch).reshape(-1).cpu()
         yaw = torch.as_tensor(yaw).reshape(-1).cpu()
@@ -374,21 +484,46 @@ class GramGenerator(nn.Module):
         raw_frequencies, phases = self.mapping(z, truncation_psi)
         # Rays are independent: render in chunks of pixels so that 256^2 and up fit in laptop memory.
         num_rays = img_size * img_size
-        rays_per_chunk = max(1, chunk_points // (z.shape[0] * self.num_samples))
-        colors, depths = [], []
+        rays_per_chunk = self.rays_per_chunk(z.shape[0], num_rays, z.device, chunk_points, shared_camera, precision,
+                                             fast)
+        chunks = []
         for start in range(0, num_rays, rays_per_chunk):
-            color, depth = self.render_rays(raw_frequencies, phases, origins, img_size,
-                                            pixel_range=(start, min(num_rays, start + rays_per_chunk)),
-                                            lock_view_dependence=lock_view_dependence, fast=fast,
-                                            shared_camera=shared_camera, precision=precision,
-                                            early_termination=early_termination, tf32=tf32, compile=compile)
-            colors.append(color)
-            depths.append(depth)
-        color, depth = torch.cat(colors, dim=1), torch.cat(depths, dim=1)
-        images = self._to_image(color, img_size)
+            chunks.append(self.render_rays(raw_frequencies, phases, origins, img_size,
+                                           pixel_range=(start, min(num_rays, start + rays_per_chunk)),
+                                           lock_view_dependence=lock_view_dependence, fast=fast,
+                                           shared_camera=shared_camera, precision=precision,
+                                           early_termination=early_termination, tf32=tf32, compile=compile,
+                                           radiance_path=radiance_path,
+                                           return_background_weight=return_background_weight))
+        color = torch.cat([chunk[0] for chunk in chunks], dim=1)
+        outputs = (self._to_image(color, img_size),)
+        as_maps = lambda index: (torch.cat([chunk[index] for chunk in chunks], dim=1)  # noqa: E731
+                                 .reshape(-1, img_size, img_size, 1).permute(0, 3, 1, 2))
         if return_depth:
-            return images, depth.reshape(-1, img_size, img_size, 1).permute(0, 3, 1, 2)
-        return images
+            outputs += (as_maps(1),)
+        if return_background_weight:
+            outputs += (as_maps(2),)
+        return outputs if len(outputs) > 1 else outputs[0]
+
+    def rays_per_chunk(self, batch, num_rays, device, chunk_points=None, shared_camera=False, precision='fp32',
+                       fast=True):
+        """Rays `render` evaluates at once for `batch` latents: chunk_points // (batch * num_samples) when
+        given, else that with CPU_CHUNK_POINTS off CUDA; on CUDA the rays whose estimated working memory
+        fits in CUDA_CHUNK_MEMORY_SHARE of the free memory (torch.cuda.mem_get_info), so that a large GPU
+        renders a whole image, or a whole batch, at once. The plain path (`fast=False`) keeps about four
+        activations per point alive (Linear output, FiLM product and sum, sine) instead of two buffers."""
+        device = torch.device(device)
+        if chunk_points is None and device.type == 'cuda':
+            free_bytes, _ = torch.cuda.mem_get_info(device)
+            field_bytes = self.num_samples * (3 * self.representation.sample_network.output_layer.in_features + 16) * 4
+            num_points = self.num_levels + (1 if self.background else 0)
+            itemsize = (RADIANCE_PRECISIONS[precision] or torch.float32).itemsize
+            point_bytes = (2 if fast else 4) * self.representation.rf_network.hidden_dim * itemsize + 160
+            ray_bytes = CUDA_CHUNK_SAFETY * (field_bytes * (1 if shared_camera else batch)
+                                             + batch * num_points * point_bytes)
+            return int(max(1, min(num_rays, CUDA_CHUNK_MEMORY_SHARE * free_bytes // ray_bytes)))
+        chunk_points = CPU_CHUNK_POINTS if chunk_points is None else chunk_points
+        return max(1, chunk_points // (batch * self.num_samples))
 
     def sample_poses(self, batch, device, generator=None):
         """(pitch [B], yaw [B]) float32 from the config's camera prior."""

@@ -395,20 +395,23 @@ class GramHDGenerator(GramGenerator):
         """Official map output: manifold maps [B*K, 4, h, w] then background maps (rgb, alpha 0) [B, 4, h, w]."""
         return torch.cat([manifolds, F.pad(background, (0, 0, 0, 0, 0, 1))], dim=0)
 
-    def render_from_textures(self, textures, pitch, yaw, return_lr=False, return_depth=False, return_maps=False):
+    def render_from_textures(self, textures, pitch, yaw, return_lr=False, return_depth=False, return_maps=False,
+                             return_lr_depth=False):
         """Render precomputed textures from cameras at (pitch [B], yaw [B]) (official pose labels, float64 ok).
 
         Per frame this only finds the LR intersections (plus the LR radiance when `return_lr`), up-samples
         them and looks the textures up. Returns the HR image [B, 3, H, H], or a tuple (HR image, then LR image
         [B, 3, HL, HL] if return_lr, then HR depth [B, 1, H, H] if return_depth, then a dict of maps if
         return_maps: hr_maps [B*K + B, 4, H, H], lr_maps [B*K + B, 4, HL, HL], manifold maps first, then the
-        background maps with alpha 0).
+        background maps with alpha 0), then the LR depth [B, 1, HL, HL] if return_lr_depth. Depths are the
+        composite distance along each pixel's ray (the HR one from the up-sampled intersections and HR alpha).
         """
         origins, shared_camera = self._camera_origins(pitch, yaw, textures.batch, textures.raw_frequencies.device)
         if textures.view_origin is not None and not torch.equal(origins[0], textures.view_origin):
             raise ValueError("these textures were coloured for another camera (view dependence not locked); "
                              "use render() or locked textures from manifold_textures()")
-        lr_image, _, hits = self.lr_render(textures, origins, with_radiance=return_lr, shared_camera=shared_camera)
+        lr_image, lr_depth, hits = self.lr_render(textures, origins, with_radiance=return_lr or return_lr_depth,
+                                                  shared_camera=shared_camera)
         color, depth = self.hr_composite(textures, hits, origins[0])
         size = textures.img_size
         outputs = [self._to_image(color, size)]
@@ -419,6 +422,8 @@ class GramHDGenerator(GramGenerator):
         if return_maps:
             outputs.append({'hr_maps': self._output_maps(textures.hr_maps, textures.hr_background),
                             'lr_maps': self._output_maps(textures.lr_maps, textures.lr_background)})
+        if return_lr_depth:
+            outputs.append(lr_depth)
         return outputs[0] if len(outputs) == 1 else tuple(outputs)
 
     def _camera_origins(self, pitch, yaw, batch, device):
@@ -434,7 +439,7 @@ class GramHDGenerator(GramGenerator):
         return origins.to(device), bool((origins == origins[:1]).all())
 
     def render(self, z, pitch, yaw, img_size=None, truncation_psi=1.0, lock_view_dependence=False,
-               return_depth=False, return_lr=False, return_maps=False):
+               return_depth=False, return_lr=False, return_maps=False, return_lr_depth=False):
         """Render latents z [B, z_dim] from cameras at (pitch [B], yaw [B]) radians (official pose labels).
 
         img_size: HR size (default: the config's); the LR size is img_size / scale factor. Without
@@ -447,7 +452,7 @@ class GramHDGenerator(GramGenerator):
         view_origin = None if lock_view_dependence else origins[0]
         textures = self._textures(raw_frequencies, phases, self.styles(z, truncation_psi), lr_size, view_origin)
         return self.render_from_textures(textures, pitch, yaw, return_lr=return_lr, return_depth=return_depth,
-                                         return_maps=return_maps)
+                                         return_maps=return_maps, return_lr_depth=return_lr_depth)
 
     def forward(self, z, pitch=None, yaw=None, truncation_psi=1.0):
         """Training forward at poses from the prior (or the given float32 ones); view dependence on.

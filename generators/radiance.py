@@ -161,6 +161,10 @@ class RadianceNetwork(nn.Module):
         weights (cheap [out, in] autograd ops) and runs `film.linear_sine` (one matmul, one sine, two saved
         tensors; one with `recompute`). A layer's heads are one Linear; the colour layer's direction input
         is a per-point bias instead of a concatenated input. Gradients equal `forward`'s up to rounding.
+
+        Batched form for B latents at once (GPU training: the kernel count does not grow with B): points
+        and directions [B, N, 3], raw_frequencies and phases [B, F] -> [B, N, 4]; each layer is one
+        batched matmul with the latents' own folded weights [B, out, in].
         """
         frequency, phase = self.film_parameters(raw_frequencies, phases)
         last = len(self.network) - 1
@@ -177,7 +181,7 @@ class RadianceNetwork(nn.Module):
         x = points * self.input_scale
         heads = 0
         for index, film in enumerate(self.network):
-            weight = film.layer.weight * frequency[index][:, None]
+            weight = film.layer.weight * frequency[index][..., None]
             bias = film.layer.bias * frequency[index] + phase[index]
             # The first layer's matmul has K=3: redoing it in the backward is cheaper than keeping its output.
             x = linear_sine(x, weight, bias, recompute or index == 0)
@@ -189,15 +193,19 @@ class RadianceNetwork(nn.Module):
                 heads = heads + out
 
         color_film = self.color_layer[0].layer
-        weight = color_film.weight * frequency[-1][:, None]
+        weight = color_film.weight * frequency[-1][..., None]
         bias = color_film.bias * frequency[-1] + phase[-1]
-        direction_term = F.linear(directions, weight[:, :3], bias)  # [N, hidden]: the concatenated input's part
-        color = linear_sine(x, weight[:, 3:], direction_term, recompute)
-        rgb = heads[:, -3:] + self.output_color[-1](color)
-        rgb, sigma = self._activate(rgb, heads[:, :1])
+        # [(B,) N, hidden]: the concatenated input's part
+        if directions.dim() == 2:
+            direction_term = F.linear(directions, weight[:, :3], bias)
+        else:
+            direction_term = torch.baddbmm(bias.unsqueeze(1), directions, weight[..., :3].transpose(1, 2))
+        color = linear_sine(x, weight[..., 3:], direction_term, recompute)
+        rgb = heads[..., -3:] + self.output_color[-1](color)
+        rgb, sigma = self._activate(rgb, heads[..., :1])
         out = torch.cat([rgb, sigma], dim=-1)
         if with_features:
-            return out, heads[:, 1:1 + feature_dim]
+            return out, heads[..., 1:1 + feature_dim]
         return out
 
     @torch.no_grad()
@@ -218,13 +226,25 @@ class RadianceNetwork(nn.Module):
         `dtype` (torch.bfloat16 or torch.float16) runs the MLP in that precision, an inexact option: the
         folded weights and biases are computed in the input precision and then cast, the matmuls, sines
         and head sums run in `dtype`, and the activations are applied after casting back.
+
+        Batched form for B latents at once (the GPU render: kernels do not multiply with B): points
+        [B, N, 3], directions [B, N, 3] or one shared [3], raw_frequencies and phases [B, F] -> [B, N, 4];
+        each FiLM layer is one torch.baddbmm with the latents' folded weights [B, in, out], the heads
+        (shared by all latents) one matmul over all B * N points.
         """
         output_dtype = points.dtype
         dtype = dtype or output_dtype  # .to() of a tensor already in `dtype` returns it: fp32 stays exact
         frequency, phase = self.film_parameters(raw_frequencies, phases)
-        count = points.shape[0]
+        rows = points.shape[:-1]  # (N,) or (B, N)
+        batched = points.dim() == 3
         last = len(self.network) - 1
         feature_dim = self.feature_dim if with_features else 0
+
+        def folded_affine(bias, x, weight_t, out):  # out = x @ weight_t + bias, weights per latent if batched
+            if batched:
+                return torch.baddbmm(bias.unsqueeze(1), x, weight_t, out=out)
+            return torch.addmm(bias, x, weight_t, out=out)
+
         # Accumulator columns: [sigma, features..., rgb(3)], started from the sum of all head biases.
         def head_weights(index, with_color):
             weights = [self.output_sigma[index].weight]
@@ -238,37 +258,41 @@ class RadianceNetwork(nn.Module):
         if feature_dim:
             biases.append(sum(head.bias for head in self.output_feature))
         biases.append(sum(head.bias for head in self.output_color))
-        heads = torch.cat(biases).to(dtype).expand(count, -1).contiguous()
+        heads = torch.cat(biases).to(dtype).expand(*rows, -1).contiguous()
+        all_heads = heads.view(-1, heads.shape[-1])  # the head weights are shared: one matmul for all rows
 
-        buffers = [points.new_empty(count, self.hidden_dim, dtype=dtype) for _ in range(2)]
+        buffers = [points.new_empty(*rows, self.hidden_dim, dtype=dtype) for _ in range(2)]
         x = (points * self.input_scale).to(dtype)
         for index, film in enumerate(self.network):
             out = buffers[index % 2]
-            weight = film.layer.weight * frequency[index][:, None]
+            weight = film.layer.weight * frequency[index][..., None]
             bias = film.layer.bias * frequency[index] + phase[index]
-            torch.addmm(bias.to(dtype), x, weight.t().to(dtype), out=out)
+            folded_affine(bias.to(dtype), x, weight.transpose(-1, -2).to(dtype), out)
             x = out.sin_()
             if index > 0:
-                heads.addmm_(x, head_weights(index - 1, with_color=index < last))
+                all_heads.addmm_(x.view(-1, self.hidden_dim), head_weights(index - 1, with_color=index < last))
 
         color_film = self.color_layer[0].layer
-        weight = color_film.weight * frequency[-1][:, None]
+        weight = color_film.weight * frequency[-1][..., None]
         bias = color_film.bias * frequency[-1] + phase[-1]
-        direction_weight, feature_weight = weight[:, :3], weight[:, 3:].t().to(dtype)
+        direction_weight, feature_weight = weight[..., :3], weight[..., 3:].transpose(-1, -2).to(dtype)
         out = buffers[(last + 1) % 2]
         if directions.dim() == 1:  # one direction for every point (locked view dependence): fold it in
-            torch.addmm((bias + direction_weight @ directions).to(dtype), x, feature_weight, out=out)
+            folded_affine((bias + direction_weight @ directions).to(dtype), x, feature_weight, out)
         else:
-            torch.addmm(bias.to(dtype), directions.to(dtype), direction_weight.t().to(dtype), out=out)
-            out.addmm_(x, feature_weight)
+            folded_affine(bias.to(dtype), directions.to(dtype), direction_weight.transpose(-1, -2).to(dtype), out)
+            if batched:
+                out.baddbmm_(x, feature_weight)
+            else:
+                out.addmm_(x, feature_weight)
         color = out.sin_()
-        last_color = heads.new_zeros(self.hidden_dim, heads.shape[1])
+        last_color = heads.new_zeros(self.hidden_dim, heads.shape[-1])
         last_color[:, -3:] = self.output_color[-1].weight.t()
-        heads.addmm_(color, last_color)
+        all_heads.addmm_(color.view(-1, self.hidden_dim), last_color)
 
         heads = heads.to(output_dtype)
-        rgb, sigma = self._activate(heads[:, -3:], heads[:, :1])
+        rgb, sigma = self._activate(heads[..., -3:], heads[..., :1])
         out = torch.cat([rgb, sigma], dim=-1)
         if with_features:
-            return out, heads[:, 1:1 + feature_dim]
+            return out, heads[..., 1:1 + feature_dim]
         return out

@@ -511,7 +511,7 @@ def test_interrupted_run_leaves_no_partial_image(tmp_path, monkeypatch, capsys):
 
     # A SIGKILLed run cannot clean up: its temporary file is removed by the next run.
     monkeypatch.setattr(Image.Image, 'save', original_save)
-    stale = output / f'.face.png.12345{preprocess_dataset.PARTIAL_SUFFIX}'
+    stale = output / '.face.png.12345.partial'  # the temporary name of earlier versions
     stale.write_bytes(b'partial')
     capsys.readouterr()
     run(raw, output, 'ffhq')

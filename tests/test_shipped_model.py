@@ -38,11 +38,10 @@ def test_the_shipped_model_is_small_and_self_describing():
     assert generator.config['generator']['kwargs']['img_size'] == 32
 
 
-def test_inference_without_arguments_writes_grids_and_videos(tmp_path):
+def test_inference_without_arguments_writes_grids(tmp_path):
     result = subprocess.run([sys.executable, str(REPO_ROOT / 'inference.py')], cwd=tmp_path, capture_output=True,
                             text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     for seed in range(4):
         grid = np.asarray(Image.open(tmp_path / 'images' / f'grid_{seed}.png'))
-        assert grid.shape == (3 * 32, 7 * 32, 3)
-        assert (tmp_path / 'images' / f'grid_{seed}.mp4').stat().st_size > 0
+        assert grid.shape == (128, 3 * 128, 3)  # 1x3 views, rendered at 128^2 (trained at 32^2)

@@ -9,4 +9,5 @@
     distributed.py    process group, gradient averaging, cross-rank checks
     logs.py           scalars.jsonl / TensorBoard, snapshots, options.json
     launch.py         processes per GPU / torchrun / CPU
+    control.py        the --output_dir lock, stopping on SIGINT/SIGTERM, workers dying with the launcher
 """

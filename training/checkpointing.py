@@ -5,7 +5,9 @@ A checkpoint at step s is 7 files (official naming, so official training folders
     {generator,ema,ema2,discriminator,optimizer_G,optimizer_D,scaler}.pth           "latest", rolling
 Each file is written atomically (temp file + rename). Ours carry kind, config and step (make_checkpoint);
 a set is complete when all 7 files exist and, for ours, hold the same step, so a kill between two files
-leaves an incomplete set that resuming skips. Step s means "after s iterations"; the random streams and
+leaves an incomplete set that resuming skips. A set with a damaged file (unreadable, or its tensors
+differ from the sha256 written with them) is skipped too: resuming takes the newest intact set, and an
+explicit --set_step names the newest intact one when its own set is damaged. Step s means "after s iterations"; the random streams and
 the data order are functions of (seed, step), so the seed (kept in the generator file) and the step are
 all the RNG state a resume needs.
 
@@ -21,6 +23,7 @@ from utils.checkpoints import (CheckpointError, OfficialEMA, atomic_save, is_own
                                load_state_dict_checked, make_checkpoint)
 
 KINDS = ('generator', 'ema', 'ema2', 'discriminator', 'optimizer_G', 'optimizer_D', 'scaler')
+LATEST_LABEL = 'latest files'
 _STEP_FILE = re.compile(r'^step(\d+)_(' + '|'.join(KINDS) + r')\.pth$')
 
 
@@ -77,8 +80,12 @@ def _own_step(path):
     return payload['step'] if is_own_checkpoint(payload) else None
 
 
-def find_candidates(folder):
-    """(complete candidates newest first, incomplete step numbers) in a checkpoint folder."""
+def find_candidates(folder, damaged=None):
+    """(complete candidates newest first, incomplete step numbers) in a checkpoint folder.
+
+    The latest files are placed by the step inside their generator file; when that file cannot be read,
+    they are left out and, if a list `damaged` is given, (label, error) is appended to it.
+    """
     if not os.path.isdir(folder):
         raise CheckpointError(f"checkpoint folder {folder} does not exist")
     found = {}
@@ -91,16 +98,26 @@ def find_candidates(folder):
     incomplete = sorted(step for step, kinds in found.items() if len(kinds) != len(KINDS))
     latest = latest_paths(folder)
     if all(os.path.isfile(path) for path in latest.values()):
-        step = _own_step(latest['generator'])  # official latest files carry no step: not resumable
+        try:
+            step = _own_step(latest['generator'])  # official latest files carry no step: not resumable
+        except CheckpointError as error:
+            step = None
+            if damaged is not None:
+                damaged.append((LATEST_LABEL, str(error)))
         if step is not None:
-            complete.append(Candidate(step, latest, 'latest files'))
+            complete.append(Candidate(step, latest, LATEST_LABEL))
     # Newest first; at equal steps the latest files come first (identical content when both are whole).
-    complete.sort(key=lambda c: (c.step, c.label == 'latest files'), reverse=True)
+    complete.sort(key=lambda c: (c.step, c.label == LATEST_LABEL), reverse=True)
     return complete, incomplete
 
 
 def has_checkpoint(folder):
-    return os.path.isdir(folder) and bool(find_candidates(folder)[0])
+    """True when `folder` holds a checkpoint set, intact or damaged (a damaged one must not be overwritten
+    by a fresh start: resuming reports it instead)."""
+    if not os.path.isdir(folder):
+        return False
+    damaged = []
+    return bool(find_candidates(folder, damaged)[0] or damaged)
 
 
 def _state_dict(payload, kind, path):
@@ -160,27 +177,78 @@ class Resumed:
     label: str
 
 
-def resume(run, folder, set_step=None, log=print):
-    """Load the newest complete checkpoint of `folder` (or the one of step `set_step`) into `run`.
+def _load_set(candidate):
+    """The 7 payloads of a candidate; CheckpointError when a file is damaged or the files hold different
+    steps (a kill while the latest files were rewritten)."""
+    payloads = {kind: load_file(path) for kind, path in candidate.paths.items()}
+    steps = {kind: p['step'] for kind, p in payloads.items() if is_own_checkpoint(p)}
+    if any(step != candidate.step for step in steps.values()):
+        raise CheckpointError(f"they hold different steps {steps} (a save was interrupted)")
+    return payloads
 
-    Returns a Resumed, or None when the folder holds no complete checkpoint. A set whose own files hold
-    different steps (a kill while the latest files were rewritten) is skipped with a note.
+
+def newest_intact_step(folder, exclude_step=None):
+    """The step of the newest step-numbered set of `folder` whose 7 files all load, or None."""
+    for candidate in find_candidates(folder)[0]:
+        if candidate.label == LATEST_LABEL or candidate.step == exclude_step:
+            continue
+        try:
+            _load_set(candidate)
+        except CheckpointError:
+            continue
+        return candidate.step
+    return None
+
+
+def _advice(folder, exclude_step):
+    step = newest_intact_step(folder, exclude_step)
+    if step is None:
+        return f"no other intact step-numbered checkpoint set is in {folder}"
+    return f"the newest intact checkpoint in {folder} is step {step}: resume from it with --set_step {step}"
+
+
+def resume(run, folder, set_step=None, log=print):
+    """Load the newest intact checkpoint of `folder` (or the one of step `set_step`) into `run`.
+
+    Returns a Resumed, or None when the folder holds no checkpoint set at all. Sets with a damaged file or
+    mixed steps are skipped with a note. With `set_step`, the step-numbered set of that step is used (the
+    latest files only when no step-numbered set of that step exists); if it is damaged, the error names
+    the newest intact set and the --set_step that resumes from it.
     """
-    candidates, incomplete = find_candidates(folder)
-    chosen = candidates if set_step is None else [c for c in candidates if c.step == set_step]
+    damaged = []
+    candidates, incomplete = find_candidates(folder, damaged)
+    if set_step is not None:
+        of_step = [c for c in candidates if c.step == set_step]
+        chosen = [c for c in of_step if c.label != LATEST_LABEL] or of_step
+    else:
+        chosen = candidates
+        for label, error in damaged:
+            log(f"note: skipping the {label} in {folder}: {error}")
+    problem = ''
     for candidate in chosen:
-        payloads = {kind: load_file(path) for kind, path in candidate.paths.items()}
-        steps = {kind: p['step'] for kind, p in payloads.items() if is_own_checkpoint(p)}
-        if any(step != candidate.step for step in steps.values()):
-            log(f"note: skipping the {candidate.label} in {folder}: they hold different steps {steps} (a save was "
-                "interrupted)")
+        try:
+            payloads = _load_set(candidate)
+        except CheckpointError as error:
+            if set_step is not None and candidate.label != LATEST_LABEL:
+                raise CheckpointError(f"cannot resume from the {candidate.label} in {folder}: {error}; "
+                                      f"{_advice(folder, set_step)}") from error
+            if set_step is not None:
+                problem = f"; the {candidate.label} of step {set_step} cannot be used: {error}"
+                continue
+            log(f"note: skipping the {candidate.label} in {folder}: {error}")
+            damaged.append((candidate.label, str(error)))
             continue
         apply_checkpoint(run, payloads, candidate.paths, log)
         generator = payloads['generator']
         seed = generator.get('training', {}).get('seed') if is_own_checkpoint(generator) else None
         return Resumed(candidate.step, seed, f"{candidate.label} in {folder}")
     if set_step is not None:
-        numbered = sorted(c.step for c in candidates if c.label != 'latest files')
+        numbered = sorted(c.step for c in candidates if c.label != LATEST_LABEL)
         raise CheckpointError(f"no complete checkpoint of step {set_step} in {folder}; complete step files: "
-                              f"{numbered or 'none'}; incomplete (files missing): {incomplete or 'none'}")
+                              f"{numbered or 'none'}; incomplete (files missing): {incomplete or 'none'}{problem}; "
+                              f"{_advice(folder, set_step)}")
+    if damaged:
+        raise CheckpointError(f"no intact checkpoint set in {folder}: every set has a damaged file (first: the "
+                              f"{damaged[0][0]}: {damaged[0][1]}); move the damaged files out of the folder to "
+                              "start this run over, or restore them from a backup")
     return None

@@ -5,11 +5,12 @@ a GRAM step runs several backward passes per optimizer step (batch_split chunks,
 double backward), which DDP would reduce once each (the official code paid one all-reduce per strip) and
 which needs find_unused_parameters. Averaging equals DDP's gradient semantics.
 """
-import hashlib
 import os
 
 import torch
 import torch.distributed as dist
+
+from utils.checkpoints import tensor_sha256
 
 
 def init_process_group(rank, world_size, backend, port=None):
@@ -43,10 +44,7 @@ def all_reduce_gradients(parameters, world_size):
 
 def fingerprint(tensors):
     """sha256 (hex, 16 chars) of the bytes of the given tensors, in order."""
-    digest = hashlib.sha256()
-    for tensor in tensors:
-        digest.update(tensor.detach().reshape(-1).cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()[:16]
+    return tensor_sha256(tensors)[:16]
 
 
 def same_on_all_ranks(value, what, world_size, hint=''):
@@ -75,3 +73,13 @@ def barrier(world_size):
 def destroy_process_group():
     if is_distributed():
         dist.destroy_process_group()
+
+
+def agree_on_stop(signum, world_size, device):
+    """The stop signal any rank received (0: none), the same on every rank, so all ranks stop at the same
+    step; a rank that stopped alone would leave the others waiting in the next all-reduce."""
+    if world_size <= 1:
+        return signum
+    flag = torch.tensor([signum], dtype=torch.int64, device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return int(flag.item())

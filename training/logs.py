@@ -7,6 +7,7 @@ import time
 
 import torch
 
+from utils.atomic import atomic_open
 from utils.images import make_grid, save_png, to_uint8
 from utils.seeds import latent_for_seed
 
@@ -80,7 +81,5 @@ def write_options(output_dir, config, config_name, options, world_size, start_st
     record = {'config_name': config_name, 'config': config, 'options': options, 'world_size': world_size,
               'start_step': start_step, 'torch': torch.__version__, 'started': time.strftime('%Y-%m-%d %H:%M:%S')}
     path = os.path.join(output_dir, OPTIONS_FILE)
-    temp = path + '.tmp'
-    with open(temp, 'w', encoding='utf-8') as stream:
+    with atomic_open(path, 'w', encoding='utf-8') as stream:
         json.dump(record, stream, indent=2, default=str)
-    os.replace(temp, path)

@@ -5,7 +5,8 @@
 `options` is a plain dict (train.py's flags, see DEFAULT_OPTIONS). Per iteration: outputs for the current
 step (checkpoint every save_interval, snapshot + latest files every sample_interval), then one process
 step (D then G) on the next batch. Step s means s iterations done. Training stops at total_step with a
-final checkpoint (the official loop never stopped).
+final checkpoint (the official loop never stopped), or on SIGINT/SIGTERM at the next step boundary with a
+checkpoint of that step (TrainingStopped). Rank 0 holds the --output_dir lock for the whole run.
 """
 import os
 import time
@@ -14,10 +15,12 @@ import torch
 from tqdm import tqdm
 
 from datasets import EpochSampler, build_dataset
+from utils.atomic import remove_stale_temp_files
 
 from . import gan3d, sr_gan3d
 from .checkpointing import has_checkpoint, resume, save_checkpoint
-from .distributed import barrier, fingerprint, rank_fingerprints, same_on_all_ranks
+from .control import OutputDirLock, StopSignals, TrainingStopped
+from .distributed import agree_on_stop, barrier, fingerprint, rank_fingerprints, same_on_all_ranks
 from .logs import ScalarLog, fixed_latents, write_options, write_snapshots
 from .state import build_training_run
 
@@ -67,14 +70,30 @@ def _short(values):
             'img/s': f"{values['images_per_s']:.2f}"}
 
 
-def train(config, options, rank=0, world_size=1, local_rank=0, config_name=None):
+def train(config, options, rank=0, world_size=1, local_rank=0, config_name=None, escalate_signals=True):
+    """Train until total_step; returns the final step. Raises TrainingStopped after a SIGINT/SIGTERM (a
+    second signal aborts at once when `escalate_signals`; a launcher's workers leave that to the launcher)."""
     options = {**DEFAULT_OPTIONS, **options}
-    is_main = rank == 0
-    log = print if is_main else (lambda *args, **kwargs: None)
     if not options['data_dir']:
         raise ValueError("no data folder: pass --data_dir (images + poses/, see README 'Training')")
+    lock = OutputDirLock(options['output_dir']).acquire() if rank == 0 else None
+    try:
+        with StopSignals(escalate_signals) as stop:
+            return _train(config, options, rank, world_size, local_rank, config_name, stop)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(config, options, rank, world_size, local_rank, config_name, stop):
+    is_main = rank == 0
+    log = print if is_main else (lambda *args, **kwargs: None)
     output_dir = options['output_dir']
     os.makedirs(output_dir, exist_ok=True)
+    if is_main:
+        removed = remove_stale_temp_files(output_dir)
+        if removed:
+            log(f"removed {removed} temporary file(s) that an interrupted run left in {output_dir}")
     total_step = options['total_step'] or DEFAULT_TOTAL_STEPS.get(config_name, FALLBACK_TOTAL_STEPS)
     save_interval, sample_interval = int(options['save_interval']), int(options['sample_interval'])
     if save_interval < 1 or sample_interval < 1:
@@ -157,6 +176,11 @@ def train(config, options, rank=0, world_size=1, local_rank=0, config_name=None)
         while step < total_step:
             if step > start_step or start_step == 0:  # a resumed step's files are already on disk
                 outputs(step)
+            signum = agree_on_stop(stop.signum, world_size, run.device)
+            if signum:
+                if is_main and step != start_step and step % sample_interval != 0:  # else it is on disk
+                    save_checkpoint(run, output_dir, step, latest=True)
+                raise TrainingStopped(step, signum, rank)
             started = time.perf_counter()
             real_images, real_poses = next(batches)
             values = step_function(run, real_images, real_poses, step)

@@ -1,1 +1,1 @@
-"""Helpers shared by the scripts and the networks: checkpoint I/O, seeds, image writing."""
+"""Helpers shared by the scripts and the networks: atomic writes, checkpoint I/O, seeds, image writing."""

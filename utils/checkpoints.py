@@ -5,14 +5,18 @@ whole pickled `torch_ema.ema.ExponentialMovingAverage` objects; they are admitte
 unpickler by allow-listing a stand-in class under that exact name, so neither the `torch_ema` package nor
 an unrestricted unpickler is ever needed, and a malicious `.pth` cannot run code.
 """
+import hashlib
 import os
-import tempfile
 
 import torch
+
+from .atomic import atomic_open
 
 # Our checkpoint format: a dict with these keys (plus 'state_dict' or other payload).
 FORMAT_NAME = 'gram-pytorch'
 FORMAT_VERSION = 1
+# Key of the sha256 of a checkpoint's tensors (absent in files written before it existed).
+CHECKSUM_KEY = 'checksum'
 
 
 class OfficialEMA:
@@ -41,9 +45,11 @@ def load_file(path, map_location='cpu'):
         raise FileNotFoundError(f"checkpoint file not found: {path}")
     try:
         with torch.serialization.safe_globals([OfficialEMA]):
-            return torch.load(path, map_location=map_location, weights_only=True)
+            checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # re-raised with the file name; the original is chained
         raise CheckpointError(f"cannot read checkpoint {path}: {error}") from error
+    verify_checksum(checkpoint, path)
+    return checkpoint
 
 
 def is_own_checkpoint(obj):
@@ -58,22 +64,56 @@ def make_checkpoint(kind, config, step, payload, config_name=None):
     return checkpoint
 
 
+def tensor_sha256(tensors):
+    """sha256 (hex) of the raw bytes of the given tensors, in order (checkpoint checksums, rank fingerprints)."""
+    digest = hashlib.sha256()
+    for tensor in tensors:
+        digest.update(tensor.detach().reshape(-1).cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _tensors_in(obj):
+    """The tensors of a checkpoint payload in a fixed order (dicts keep their order through torch.save)."""
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, dict):
+        for key, value in obj.items():
+            if key != CHECKSUM_KEY:
+                yield from _tensors_in(value)
+    elif isinstance(obj, (list, tuple)):
+        for value in obj:
+            yield from _tensors_in(value)
+
+
+def payload_checksum(checkpoint):
+    return {'algorithm': 'sha256', 'tensors': tensor_sha256(_tensors_in(checkpoint))}
+
+
+def verify_checksum(checkpoint, path):
+    """Raise CheckpointError when our checkpoint's tensors differ from the checksum written with them.
+
+    Files written before checksums existed, and official files, carry none and are accepted as they are.
+    """
+    if not is_own_checkpoint(checkpoint) or CHECKSUM_KEY not in checkpoint:
+        return
+    stored = checkpoint[CHECKSUM_KEY]
+    if not isinstance(stored, dict) or stored.get('algorithm') != 'sha256':
+        raise CheckpointError(f"{path} is corrupt: its checksum record {stored!r} is not a sha256 record")
+    if payload_checksum(checkpoint)['tensors'] != stored.get('tensors'):
+        raise CheckpointError(f"{path} is corrupt: its tensors do not match the sha256 written with them "
+                              "(damaged on disk or in a copy)")
+
+
 def atomic_save(obj, path):
-    """torch.save to a temp file in the same folder, fsync, then rename: a kill never leaves a torn file."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, temp_path = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=folder)
-    try:
-        with os.fdopen(handle, 'wb') as stream:
-            torch.save(obj, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temp_path, path)
-    except BaseException:
-        if os.path.exists(temp_path):
-            os.remove(temp_path)
-        raise
+    """torch.save through the atomic writer (fsync, then rename): a kill never leaves a torn file.
+
+    Our checkpoints get a sha256 of their tensors, checked by load_file. A failed write (a full disk) is
+    one DiskWriteError naming the file; the previous file at `path` is left as it was.
+    """
+    if is_own_checkpoint(obj):
+        obj = {**obj, CHECKSUM_KEY: payload_checksum(obj)}
+    with atomic_open(path, 'wb', durable=True) as stream:
+        torch.save(obj, stream)
 
 
 def check_state_dict(module, state_dict, source, config_name=None):

@@ -1,10 +1,9 @@
 """Image conversion, grids, watermark, and writing PNG / GIF / MP4 (the one place that saves images)."""
-import os
-import tempfile
-
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
+
+from .atomic import atomic_path
 
 
 def to_uint8(images):
@@ -27,78 +26,69 @@ def make_grid(tiles, rows, cols):
     return np.concatenate([np.concatenate(tiles[r * cols:(r + 1) * cols], axis=1) for r in range(rows)], axis=0)
 
 
+# The mark spans this fraction of the image width, in the lower-right corner: readable on a 128^2 tile and
+# away from the centred subject on any size (a fixed font size covered a quarter of a 32^2 tile, clipped).
+WATERMARK_WIDTH = 0.3
+_WATERMARK_FONT_SIZE = 48
+
+
+def _watermark_stamp(text):
+    """The text, white with a dark outline, on a transparent RGBA image cropped to the ink."""
+    try:
+        font = ImageFont.load_default(size=_WATERMARK_FONT_SIZE)
+    except TypeError:  # Pillow without FreeType: fixed-size bitmap font, scaled like the vector one
+        font = ImageFont.load_default()
+    stroke = max(1, _WATERMARK_FONT_SIZE // 12)
+    probe = ImageDraw.Draw(Image.new('RGBA', (1, 1)))
+    left, top, right, bottom = probe.textbbox((0, 0), text, font=font, stroke_width=stroke)
+    stamp = Image.new('RGBA', (right - left, bottom - top), (0, 0, 0, 0))
+    ImageDraw.Draw(stamp).text((-left, -top), text, font=font, fill=(255, 255, 255, 170), stroke_width=stroke,
+                               stroke_fill=(0, 0, 0, 170))
+    return stamp
+
+
 def add_watermark(image, text='generated'):
     """Blend a visible text mark into the lower-right corner of a uint8 HWC image (returns a new array).
 
-    GRAM's scripts mark generated faces by default; we draw the word instead of shipping their logo.
+    GRAM's scripts mark generated faces by default; we draw the word instead of shipping their logo. The
+    mark is scaled to WATERMARK_WIDTH of the image, so the whole word shows on small tiles too.
     """
     height, width = image.shape[:2]
-    size = max(8, height // 8)
-    try:
-        font = ImageFont.load_default(size=size)
-    except TypeError:  # Pillow without FreeType: fixed-size bitmap font
-        font = ImageFont.load_default()
+    stamp = _watermark_stamp(text)
+    mark_width = max(1, round(width * WATERMARK_WIDTH))
+    mark_height = max(1, min(height // 4, round(stamp.height * mark_width / stamp.width)))
+    stamp = stamp.resize((mark_width, mark_height), Image.Resampling.LANCZOS)
+    margin = max(1, min(height, width) // 40)
     base = Image.fromarray(image).convert('RGBA')
     layer = Image.new('RGBA', base.size, (0, 0, 0, 0))
-    draw = ImageDraw.Draw(layer)
-    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
-    margin = max(1, height // 64)
-    position = (width - (right - left) - margin - left, height - (bottom - top) - margin - top)
-    stroke = max(1, size // 10)
-    draw.text(position, text, font=font, fill=(255, 255, 255, 170), stroke_width=stroke,
-              stroke_fill=(0, 0, 0, 170))
+    layer.paste(stamp, (width - mark_width - margin, height - mark_height - margin))
     return np.asarray(Image.alpha_composite(base, layer).convert('RGB'))
-
-
-def _atomic_path(path, suffix='.partial'):
-    # A temporary name that no `*.png` glob of a data reader matches; videos keep their extension because
-    # ffmpeg picks the container from it.
-    folder = os.path.dirname(os.path.abspath(path)) or '.'
-    os.makedirs(folder, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix='.tmp_', suffix=suffix, dir=folder)
-    os.close(handle)
-    return temp
 
 
 def save_png(image, path):
     """Write a uint8 HWC image as PNG (atomically: temp file + rename)."""
-    temp = _atomic_path(path)
-    try:
+    with atomic_path(path) as temp:
         Image.fromarray(image).save(temp, format='PNG')
-        os.replace(temp, path)
-    finally:
-        if os.path.exists(temp):
-            os.remove(temp)
 
 
 def save_gif(frames, path, fps=15):
     """Write uint8 HWC frames as a looping GIF."""
-    temp = _atomic_path(path)
-    try:
+    with atomic_path(path) as temp:
         pictures = [Image.fromarray(frame) for frame in frames]
         pictures[0].save(temp, format='GIF', save_all=True, append_images=pictures[1:],
                          duration=int(round(1000 / fps)), loop=0)
-        os.replace(temp, path)
-    finally:
-        if os.path.exists(temp):
-            os.remove(temp)
 
 
 def save_video(frames, path, fps=30):
     """Write uint8 HWC frames as an H.264 MP4 (imageio + the ffmpeg binary of imageio-ffmpeg)."""
     import imageio.v2 as imageio
 
-    temp = _atomic_path(path, suffix=os.path.splitext(path)[1])
-    try:
+    with atomic_path(path, keep_extension=True) as temp:  # ffmpeg picks the container from the extension
         # macro_block_size=1 keeps odd sizes (e.g. 64x64 tiles of a 1x3 grid) instead of resizing them.
         with imageio.get_writer(temp, format='FFMPEG', mode='I', fps=fps, codec='libx264', quality=8,
                                 macro_block_size=1, ffmpeg_log_level='error') as writer:
             for frame in frames:
                 writer.append_data(frame)
-        os.replace(temp, path)
-    finally:
-        if os.path.exists(temp):
-            os.remove(temp)
 
 
 def image_tensor_from_uint8(image):

@@ -1,0 +1,182 @@
+"""Issue 16 (training processes): SIGTERM / Ctrl-C stop with a checkpoint and one line, workers die with
+their launcher, one run per --output_dir, a taken port is a clear error. Real `train.py` subprocesses on
+TINY_GRAM at 16x16 with a small discriminator."""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import scipy.io
+from PIL import Image
+
+import train as train_script
+from training.checkpointing import latest_paths
+from training.control import OutputDirBusy, OutputDirLock, check_output_dir_free
+from training.launch import resolve_port
+from utils.checkpoints import load_file
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# train.py with TINY_GRAM's discriminator narrowed (the official ladder is 6x slower at 16x16).
+RUNNER = f"""
+import sys, torch
+sys.path.insert(0, {REPO!r})
+torch.set_num_threads(1)
+import configs, train
+official = configs.get_config
+def narrow(name):
+    config = official(name)
+    config['discriminator']['kwargs'] = {{'img_size': 16, 'max_channels': 32}}
+    return config
+configs.get_config = narrow
+sys.exit(train.main(sys.argv[1:]))
+"""
+
+
+def data_folder(root, count=8):
+    rng = np.random.default_rng(0)
+    (root / 'poses').mkdir(parents=True)
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)).save(root / f'{i:05d}.png')
+        scipy.io.savemat(root / 'poses' / f'{i:05d}.mat', {'angle': rng.normal(0, 0.1, (1, 3))})
+    return str(root)
+
+
+def start(tmp_path, out, *extra):
+    arguments = ['--config', 'TINY_GRAM', '--data_dir', data_folder(tmp_path / 'data'), '--output_dir', str(out),
+                 '--total_step', '100000', '--save_interval', '100000', '--sample_interval', '100000',
+                 '--num_workers', '0', *extra]
+    log = open(tmp_path / 'train.log', 'w+')
+    process = subprocess.Popen([sys.executable, '-c', RUNNER, *arguments], stdout=log, stderr=subprocess.STDOUT,
+                               cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS='1'))
+    return process, log
+
+
+def output(log):
+    log.flush()
+    log.seek(0)
+    return log.read()
+
+
+def wait_for(condition, process, log, seconds=120):
+    deadline = time.time() + seconds
+    while not condition():
+        assert process.poll() is None, output(log)
+        assert time.time() < deadline, output(log)
+        time.sleep(0.1)
+
+
+def steps_done(out):
+    path = os.path.join(out, 'scalars.jsonl')
+    if not os.path.isfile(path):
+        return 0
+    with open(path) as stream:
+        return sum('"d_loss"' in line for line in stream)
+
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f'/proc/{pid}/stat') as stream:  # a zombie is dead; it only waits for its parent's wait()
+        return stream.read().rsplit(')', 1)[1].split()[0] != 'Z'
+
+
+def training_processes(launcher):
+    """The launcher's spawned ranks (not multiprocessing's resource tracker)."""
+    with open(f'/proc/{launcher}/task/{launcher}/children') as stream:
+        pids = [int(child) for child in stream.read().split()]
+    ranks = []
+    for pid in pids:
+        with open(f'/proc/{pid}/cmdline', 'rb') as stream:
+            if b'spawn_main' in stream.read():
+                ranks.append(pid)
+    return ranks
+
+
+def lock_holder(out):
+    path = os.path.join(out, '.train.lock')
+    return os.path.isfile(path) and open(path).read().strip() != ''
+
+
+@pytest.mark.parametrize('signum, code', [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_stops_after_the_step_with_a_checkpoint_and_one_line(tmp_path, signum, code):
+    out = tmp_path / 'run'
+    process, log = start(tmp_path, out)
+    wait_for(lambda: steps_done(out) >= 2, process, log)
+    process.send_signal(signum)
+    assert process.wait(timeout=60) == code, output(log)
+    text = output(log)
+    step = load_file(latest_paths(out)['generator'])['step']
+    assert step >= 2 and f"stopped at step {step}; run the same command to resume" in text
+    assert 'Traceback' not in text and 'KeyboardInterrupt' not in text
+    assert all(load_file(path)['step'] == step for path in latest_paths(out).values())
+
+    if signum == signal.SIGINT:
+        return
+    # The same command continues from there.
+    process, log = start(tmp_path / 'again', out, '--total_step', str(step + 1))
+    assert process.wait(timeout=120) == 0, output(log)
+    assert f'resumed from latest files in {out} at step {step}' in output(log)
+
+
+@pytest.mark.skipif(not sys.platform.startswith('linux'), reason='reads /proc')
+def test_workers_die_with_a_killed_launcher(tmp_path):
+    out = tmp_path / 'run'
+    process, log = start(tmp_path, out, '--cpu_processes', '2')
+    wait_for(lambda: lock_holder(out), process, log)  # rank 0 is training
+    workers = training_processes(process.pid)
+    assert len(workers) == 2
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    deadline = time.time() + 20
+    while any(alive(pid) for pid in workers) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not any(alive(pid) for pid in workers), 'orphaned training processes'
+
+
+@pytest.mark.skipif(not sys.platform.startswith('linux'), reason='reads /proc')
+def test_sigterm_to_the_launcher_stops_the_workers_with_a_checkpoint(tmp_path):
+    out = tmp_path / 'run'
+    process, log = start(tmp_path, out, '--cpu_processes', '2')
+    wait_for(lambda: steps_done(out) >= 1, process, log)
+    workers = training_processes(process.pid)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 143, output(log)
+    assert not any(alive(pid) for pid in workers)
+    step = load_file(latest_paths(out)['generator'])['step']
+    assert step >= 1 and f'stopped at step {step}; run the same command to resume' in output(log)
+    assert 'Traceback' not in output(log)
+
+
+def test_a_second_run_into_the_same_folder_is_refused_with_the_holder(tmp_path):
+    out = tmp_path / 'run'
+    lock = OutputDirLock(out).acquire()
+    try:
+        with pytest.raises(SystemExit) as error:
+            train_script.main(['--config', 'TINY_GRAM', '--data_dir', data_folder(tmp_path / 'data'),
+                               '--output_dir', str(out), '--num_workers', '0'])
+        message = str(error.value.code)
+        assert message.startswith(f'error: --output_dir {out} is in use by another training run (PID {os.getpid()}')
+        assert '\n' not in message
+        with pytest.raises(OutputDirBusy):  # the launcher asks before starting any worker
+            check_output_dir_free(out)
+    finally:
+        lock.release()
+    check_output_dir_free(out)  # released: free again
+    assert not [name for name in os.listdir(out) if name.startswith('step')]
+
+
+def test_a_taken_port_is_a_clear_error_and_no_port_means_a_free_one():
+    with socket.socket() as server:
+        server.bind(('', 0))
+        server.listen()
+        taken = server.getsockname()[1]
+        with pytest.raises(ValueError, match=f'--port {taken} is already in use .*leave --port out'):
+            resolve_port(taken)
+    assert 1024 <= resolve_port(None) <= 65535

@@ -1,0 +1,144 @@
+"""Owning an output folder and stopping on request: the folder lock, SIGINT/SIGTERM, dying with the launcher.
+
+- One run per --output_dir: rank 0 holds an exclusive `flock` on `<output_dir>/.train.lock` (with its PID
+  written inside) for the whole run; a second run into the same folder stops with the holder's PID.
+  The kernel drops the lock when the holder dies, however it dies.
+- SIGINT (Ctrl-C) and SIGTERM ask the loop to stop at the next step boundary, where every rank agrees on
+  it, rank 0 saves a checkpoint and the run ends with TrainingStopped (exit code 128 + signal).
+- Worker processes of a launcher get SIGKILL when the launcher dies (Linux parent-death signal; elsewhere
+  a thread that watches the parent), so no orphan keeps training and writing checkpoints.
+"""
+import ctypes
+import ctypes.util
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; runs are not locked there
+    fcntl = None
+
+LOCK_FILE = '.train.lock'
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_PR_SET_PDEATHSIG = 1
+
+
+class OutputDirBusy(RuntimeError):
+    """Another live run holds the output folder."""
+
+
+class TrainingStopped(Exception):
+    """Training stopped on a signal after saving a checkpoint; `exit_code` is the shell's 128 + signal.
+    Every rank raises it; only rank 0's is meant to be printed."""
+
+    def __init__(self, step, signum, rank=0):
+        super().__init__(f"stopped at step {step}; run the same command to resume")
+        self.step, self.signum, self.rank = step, signum, rank
+        self.exit_code = 128 + int(signum)
+
+    def __reduce__(self):  # crosses from a worker process to the launcher
+        return TrainingStopped, (self.step, self.signum, self.rank)
+
+
+def _holder(path):
+    try:
+        with open(path, encoding='utf-8') as stream:
+            return stream.read().strip() or 'unknown'
+    except OSError:
+        return 'unknown'
+
+
+def _busy(folder, path):
+    return OutputDirBusy(f"--output_dir {folder} is in use by another training run (PID {_holder(path)}, lock "
+                         f"{path}); wait for it to end or stop it, or choose another --output_dir")
+
+
+class OutputDirLock:
+    """An exclusive lock on a run folder, held from `acquire()` until `release()` or the process's death."""
+
+    def __init__(self, folder):
+        self.folder = os.fspath(folder)
+        self.path = os.path.join(self.folder, LOCK_FILE)
+        self.descriptor = None
+
+    def acquire(self):
+        if fcntl is None:
+            return self
+        os.makedirs(self.folder, exist_ok=True)
+        descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(descriptor)
+            raise _busy(self.folder, self.path) from None
+        os.ftruncate(descriptor, 0)
+        os.write(descriptor, f"{os.getpid()} on {socket.gethostname()}\n".encode())
+        self.descriptor = descriptor
+        return self
+
+    def release(self):
+        if self.descriptor is not None:
+            fcntl.flock(self.descriptor, fcntl.LOCK_UN)
+            os.close(self.descriptor)
+            self.descriptor = None
+
+
+def check_output_dir_free(folder):
+    """Raise OutputDirBusy now when a live run holds `folder` (the launcher asks before starting workers;
+    rank 0 takes the lock itself)."""
+    OutputDirLock(folder).acquire().release()
+
+
+class StopSignals:
+    """Turns SIGINT/SIGTERM into a stop request read at step boundaries.
+
+    With `escalate`, a second signal ends the process at once (KeyboardInterrupt / exit 143) for a user
+    who does not want to wait for the step to finish; workers of a launcher leave that to the launcher,
+    which forwards the first signal and kills them on the second.
+    """
+
+    def __init__(self, escalate):
+        self.escalate = escalate
+        self.signum = 0
+        self.previous = {}
+
+    def _handle(self, signum, frame):
+        if self.signum and self.escalate:
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            raise SystemExit(128 + signum)
+        self.signum = self.signum or signum
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():  # Python handles signals there only
+            for signum in STOP_SIGNALS:
+                self.previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+        self.previous.clear()
+        return False
+
+
+def die_with_parent(parent_pid):
+    """Make this process end when `parent_pid` (its launcher) ends, even by SIGKILL."""
+    libc_name = ctypes.util.find_library('c') if sys.platform.startswith('linux') else None
+    if libc_name:
+        libc = ctypes.CDLL(libc_name, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0:
+            if os.getppid() != parent_pid:  # the launcher died before prctl took effect
+                os._exit(1)
+            return
+
+    def watch():
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name='parent-watch', daemon=True).start()
