@@ -29,7 +29,7 @@ from evaluation import consistency, geometry
 from evaluation.fidelity import EvaluationError
 from evaluation.runner import evaluate, summary_lines
 from utils.cli import (HelpFormatter, check_can_create, default_device, device, finite_float, nonnegative_int,
-                       positive_float, positive_int)
+                       positive_float, positive_int, seed)
 
 
 def build_parser():
@@ -80,11 +80,11 @@ def build_parser():
     group.add_argument('--depth_tolerance', type=positive_float, default=consistency.DEFAULT_DEPTH_TOLERANCE,
                        help='relative depth difference above which a pixel counts as occluded')
     group = parser.add_argument_group('geometry against the procedural heads (--metrics depth)')
-    group.add_argument('--depth_num', type=int, default=geometry.DEFAULT_NUM,
+    group.add_argument('--depth_num', type=positive_int, default=geometry.DEFAULT_NUM,
                        help='latents (seeds 0..N-1) and true heads compared per view')
-    group.add_argument('--depth_size', type=int, default=None,
+    group.add_argument('--depth_size', type=positive_int, default=None,
                        help='depth map resolution; default: the model resolution')
-    group.add_argument('--depth_truth_seed', type=int, default=geometry.DEFAULT_TRUTH_SEED,
+    group.add_argument('--depth_truth_seed', type=seed, default=geometry.DEFAULT_TRUTH_SEED,
                        help='procedural dataset seed of the true heads (held out: the README data uses seed 0)')
     return parser
 
