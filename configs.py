@@ -6,13 +6,18 @@ and find it under the same key here. Sections:
 
 - `global`:        img_size, batch_size (per GPU), z_dist (always gaussian), optional disable_scaler
 - `optimizer`:     gen_lr, disc_lr, betas, grad_clip, optional sampling_network_lr / mapping_network_lr
+                   (official) and sigma_lr (the σ heads; not official)
 - `process`:       loss weights (`kwargs`): batch_split, pos_lambda, real_pos_lambda, r1_lambda, ...
 - `generator`:     kwargs (z_dim, img_size, camera prior), `representation` (the two MLPs),
-                   `renderer` (levels, compositing), and for GRAM-HD `super_resolution`
+                   `renderer` (levels, compositing), and for GRAM-HD `super_resolution`; not official,
+                   for the demo configs: renderer view_dependence (False: colours ignore the view) and
+                   representation sigma_bias_init (added to the first σ head's bias)
 - `discriminator`, `dataset`, `camera` (fov in degrees, ray_start, ray_end)
 
-Use `get_config(name)`, which returns a deep copy that callers may edit freely.
+Use `get_config(name)`, which returns a deep copy that callers may edit freely; `apply_overrides` sets
+`key.path=value` items on it (train.py --set).
 """
+import ast
 import copy
 import math
 
@@ -251,6 +256,42 @@ _CONFIG_NAMES = [
 def config_names():
     """Names accepted by `get_config`, in a stable order."""
     return list(_CONFIG_NAMES)
+
+
+# Keys a config may hold without every config having them (read with a default where they are used).
+OPTIONAL_KEYS = ('global.disable_scaler', 'optimizer.sampling_network_lr', 'optimizer.mapping_network_lr',
+                 'optimizer.sigma_lr', 'generator.renderer.kwargs.view_dependence',
+                 'generator.representation.kwargs.sigma_bias_init')
+
+
+def apply_overrides(config, items):
+    """Set `key.path=value` items (values are Python literals: 1e-3, False, 'x', [1, 2]) in `config`.
+
+    Only keys the config has, or one of OPTIONAL_KEYS, can be set, so a typo is an error, not a silently
+    ignored setting. Returns the config; raises ValueError naming the item and what was expected.
+    """
+    for item in items:
+        path, sep, text = str(item).partition('=')
+        keys = [key for key in path.strip().split('.') if key]
+        if not sep or not keys:
+            raise ValueError(f"--set {item}: expected KEY.PATH=VALUE, e.g. optimizer.gen_lr=1e-4")
+        try:
+            value = ast.literal_eval(text.strip())
+        except (ValueError, SyntaxError):
+            raise ValueError(f"--set {item}: the value {text.strip()} is not a Python literal "
+                             "(numbers, True/False, quoted strings, lists)") from None
+        section = config
+        for depth, key in enumerate(keys[:-1]):
+            if not isinstance(section.get(key), dict):
+                known = ', '.join(k for k, v in section.items() if isinstance(v, dict))
+                raise ValueError(f"--set {item}: no section {'.'.join(keys[:depth + 1])} in the config; "
+                                 f"sections there: {known}")
+            section = section[key]
+        if keys[-1] not in section and '.'.join(keys) not in OPTIONAL_KEYS:
+            raise ValueError(f"--set {item}: the config has no key {'.'.join(keys)}; keys there: "
+                             f"{', '.join(section)}; optional keys: {', '.join(OPTIONAL_KEYS)}")
+        section[keys[-1]] = value
+    return config
 
 
 def get_config(name):

@@ -294,6 +294,8 @@ DEMO_SEEDS = '0-3'
 # The shipped model was trained at 32^2, too small to see; GRAM renders any size from its manifolds, and
 # 4 seeds x 3 views at 128^2 take about 15 s on a 2-core CPU.
 DEMO_IMG_SIZE = 128
+# Depth beside the pictures: a 3D-aware model is judged by its geometry, not only by its images.
+DEMO_OUTPUTS = ['rgb', 'depth']
 
 
 def seeds_or_exit(text):
@@ -348,9 +350,9 @@ def build_parser():
     parser.add_argument('--untrained', action='store_true',
                         help='render a freshly initialised generator of --config (checks the installation)')
     outputs = parser.add_argument_group('3D outputs and interpolation videos (README "3D outputs")')
-    outputs.add_argument('--outputs', type=comma_list(outputs3d.OUTPUT_KINDS), default=['rgb'],
+    outputs.add_argument('--outputs', type=comma_list(outputs3d.OUTPUT_KINDS), default=None,
                          help='comma list of rgb, depth (16-bit PNG + JSON range + preview), normal '
-                              '(camera space, from depth)')
+                              f"(camera space, from depth); default rgb (shipped model: {','.join(DEMO_OUTPUTS)})")
     outputs.add_argument('--num_keyframes', type=positive_int, default=None,
                          help='interpolation: key seeds per grid cell (default: the seeds spread over the cells)')
     outputs.add_argument('--frames_per_key', type=positive_int, default=30,
@@ -375,6 +377,8 @@ def main(argv=None):
         args.ckpt = DEMO_CHECKPOINT
         if args.img_size is None:
             args.img_size = DEMO_IMG_SIZE
+        if args.outputs is None:
+            args.outputs = list(DEMO_OUTPUTS)
     if args.seeds is None:
         args.seeds = DEMO_SEEDS if demo else '0-9'
     view_types = args.type if args.type is not None else (DEMO_TYPES if demo else 'multiview1x3').split(',')

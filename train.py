@@ -53,6 +53,10 @@ def build_parser():
                         help='data loader processes per training process (0: load in the training process)')
     parser.add_argument('--cpu_processes', type=positive_int, default=1,
                         help='without CUDA: processes to train with (gloo)')
+    parser.add_argument('--set', dest='overrides', action='append', default=[], metavar='KEY.PATH=VALUE',
+                        help='change one config value, e.g. --set optimizer.sigma_lr=1.8e-3 (repeatable; values '
+                             'are Python literals; the changed config is saved in every checkpoint: pass the '
+                             'same --set flags when resuming)')
     parser.add_argument('--gram_model_file', default=None,
                         help='GRAM-HD stage 2: the stage-1 stepXXXXXX_generator.pth (its sibling EMA is used); '
                              'overrides generator.kwargs.gram_model_file of the config')
@@ -65,6 +69,10 @@ def main(argv=None):
         config = configs.get_config(args.config)
     except KeyError as error:
         raise SystemExit(f"--config: {error.args[0]}")
+    try:
+        configs.apply_overrides(config, args.overrides)
+    except ValueError as error:
+        raise SystemExit(f"error: {error}")
     if args.output_dir is None:
         args.output_dir = os.path.join('results', args.config)
     if args.gram_model_file is not None:

@@ -38,7 +38,8 @@ SWD_SCALE = 1e3
 PROTOCOL = ("expected depth (distance along the ray) of N generated latents (seeds 0..N-1, view dependence "
             "locked) and N procedural heads of a held-out dataset seed, rendered at the frontal camera and at "
             "yaw +-0.3 rad (pitch = prior mean); central region = the central half of the image side; in_front: "
-            f"plane weight < 0.5 and depth < plane distance - {IN_FRONT_MARGIN}; plane_share: the background plane's composite weight; "
+            f"plane weight < 0.5 and depth < plane distance - {IN_FRONT_MARGIN}; plane_share: the background "
+            "plane's composite weight; "
             "mean_map_mad: |mean generated map - mean true map| over central pixels; depth_swd: sliced "
             f"Wasserstein x{SWD_SCALE:g} between the central depth maps as vectors (world units, 4 x 128 "
             "random directions, seed 123)")

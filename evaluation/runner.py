@@ -285,6 +285,22 @@ def evaluate(options):
             'cache_root': os.path.abspath(options.tmp_dir),
         })
 
+    def checkpoint_metric(name, total, unit, compute):
+        """Run compute(progress) for a metric that renders views of --ckpt itself; file its result."""
+        nonlocal json_name
+        progress = tqdm(total=total, desc=name, unit=unit, disable=not verbose, file=sys.stderr)
+        try:
+            scores = compute(progress)
+        except ValueError as error:
+            raise EvaluationError(f"{name}: {error}") from error
+        finally:
+            progress.close()
+        scores['protocol']['checkpoint'] = ckpt_id
+        result[name] = scores
+        protocol[name] = scores['protocol']
+        if json_name is None:
+            json_name = f'{name}-' + fidelity.sanitize_name(os.path.splitext(os.path.basename(options.ckpt))[0])
+
     if 'consistency' in metrics:
         from utils.seeds import parse_seeds
 
@@ -292,39 +308,16 @@ def evaluate(options):
             seeds = parse_seeds(options.consistency_seeds)
         except ValueError as error:
             raise EvaluationError(f"--consistency_seeds: {error}") from error
-        progress = tqdm(total=len(seeds), desc='consistency', unit='seed', disable=not verbose, file=sys.stderr)
-        try:
-            scores = consistency_metric.evaluate_consistency(
-                generator, seeds, options.consistency_views, options.consistency_yaw_range, options.truncation,
-                options.depth_tolerance, options.device, progress)
-        except ValueError as error:
-            raise EvaluationError(f"consistency: {error}") from error
-        finally:
-            progress.close()
-        scores['protocol']['checkpoint'] = ckpt_id
-        result['consistency'] = scores
-        protocol['consistency'] = scores['protocol']
-        if json_name is None:
-            json_name = 'consistency-' + fidelity.sanitize_name(os.path.splitext(os.path.basename(options.ckpt))[0])
-
+        checkpoint_metric('consistency', len(seeds), 'seed', lambda progress: consistency_metric.evaluate_consistency(
+            generator, seeds, options.consistency_views, options.consistency_yaw_range, options.truncation,
+            options.depth_tolerance, options.device, progress))
     if 'depth' in metrics:
-        progress = tqdm(total=len(geometry_metric.VIEWS), desc='depth', unit='view', disable=not verbose,
-                        file=sys.stderr)
-        try:
-            scores = geometry_metric.evaluate_geometry(
-                generator, num=getattr(options, 'depth_num', geometry_metric.DEFAULT_NUM),
-                size=getattr(options, 'depth_size', None), truncation=options.truncation,
-                truth_seed=getattr(options, 'depth_truth_seed', geometry_metric.DEFAULT_TRUTH_SEED),
-                device=options.device, progress=progress)
-        except ValueError as error:
-            raise EvaluationError(f"depth: {error}") from error
-        finally:
-            progress.close()
-        scores['protocol']['checkpoint'] = ckpt_id
-        result['depth'] = scores
-        protocol['depth'] = scores['protocol']
-        if json_name is None:
-            json_name = 'depth-' + fidelity.sanitize_name(os.path.splitext(os.path.basename(options.ckpt))[0])
+        checkpoint_metric('depth', len(geometry_metric.VIEWS), 'view',
+                          lambda progress: geometry_metric.evaluate_geometry(
+            generator, num=getattr(options, 'depth_num', geometry_metric.DEFAULT_NUM),
+            size=getattr(options, 'depth_size', None), truncation=options.truncation,
+            truth_seed=getattr(options, 'depth_truth_seed', geometry_metric.DEFAULT_TRUTH_SEED),
+            device=options.device, progress=progress))
 
     result['protocol'] = protocol
     output_json = options.output_json or os.path.join(options.tmp_dir, f'{json_name}.json')

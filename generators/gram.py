@@ -106,11 +106,17 @@ class Representation(nn.Module):
 
     def __init__(self, z_dim, hidden_dim=256, normalize=0.24, sigma_clamp_mode='softplus',
                  rgb_clamp_mode='widen_sigmoid', hidden_dim_sample=128, layer_num_sample=3, center=(0, 0, -1.5),
-                 init_radius=0.0, feature_dim=0):
+                 init_radius=0.0, feature_dim=0, sigma_bias_init=0.0):
         super().__init__()
         self.sample_network = ManifoldPredictor(hidden_dim_sample, layer_num_sample, center, init_radius)
         self.rf_network = RadianceNetwork(z_dim, hidden_dim, normalize, sigma_clamp_mode=sigma_clamp_mode,
                                           rgb_clamp_mode=rgb_clamp_mode, feature_dim=feature_dim)
+        if sigma_bias_init:
+            # Not an official option (the demo config's): added to the first σ head's bias, so each manifold
+            # starts partly opaque instead of at softplus(0) * delta_alpha ~ 0.03 (the plane then carries
+            # most of every pixel from step 0). Draws no random numbers: the other weights are unchanged.
+            with torch.no_grad():
+                self.rf_network.output_sigma[0].bias.add_(float(sigma_bias_init))
 
 
 class GramGenerator(nn.Module):

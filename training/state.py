@@ -21,7 +21,8 @@ EMA2_DECAY = 0.9999
 # Optional per-group learning rates of the generator: config key -> parameter-name prefix. Groups come
 # first in this order and the rest ("generator") last; CARLA_default uses sampling_network_lr 2e-6.
 PARAM_GROUPS = (('sampling_network_lr', 'representation.sample_network.'),
-                ('mapping_network_lr', 'representation.rf_network.mapping_network.'))
+                ('mapping_network_lr', 'representation.rf_network.mapping_network.'),
+                ('sigma_lr', 'representation.rf_network.output_sigma.'))  # not official: the demo config's
 
 
 @dataclass
