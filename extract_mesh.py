@@ -46,8 +46,9 @@ def build_parser():
     parser.add_argument('--output_dir', default='meshes')
     parser.add_argument('--resolution', type=positive_int, default=DEFAULT_RESOLUTION,
                         help=f'grid samples per axis (default {DEFAULT_RESOLUTION}; 256+ on a GPU)')
-    parser.add_argument('--level', type=finite_float, default=surfaces.DEFAULT_ALPHA_LEVEL,
-                        help='alpha iso-level in (0, 1) (default 0.5: a sample that stops half the light)')
+    parser.add_argument('--level', type=finite_float, default=None,
+                        help=f'alpha iso-level in (0, 1); default {surfaces.DEFAULT_ALPHA_LEVEL} (a sample that stops '
+                             'half the light), or half the largest alpha in the cube when alpha never reaches it')
     parser.add_argument('--half_extent', type=finite_float, default=None,
                         help='half side h of the cube [-h, h]^3 in world units (default: the rays\' depth band, '
                              '0.12 for faces/cats, 0.3 for CARLA)')
@@ -67,7 +68,7 @@ def check_args(args):
     """Bad flags end the program with a one-line reason."""
     if args.resolution < 8 or args.resolution > 2048:
         raise SystemExit(f"--resolution must be between 8 and 2048, got {args.resolution}")
-    if not 0 < args.level < 1:
+    if args.level is not None and not 0 < args.level < 1:
         raise SystemExit(f"--level is an alpha in (0, 1), got {args.level}")
     if args.half_extent is not None and not 0 < args.half_extent <= 1:
         raise SystemExit(f"--half_extent must be in (0, 1] (world units, camera radius 1), got {args.half_extent}")
@@ -106,8 +107,15 @@ def extract_seed(generator, seed, args, half_extent, progress, manifolds=None):
     step = 2 * half_extent / (args.resolution - 1)
     if args.mrc:
         save_mrc(volume, os.path.join(args.output_dir, f'volume_{seed}.mrc'), step, (-half_extent,) * 3)
-    vertices, faces, normals = surfaces.extract_surface(volume, args.level, half_extent)
     summary = f"seed {seed}: alpha in [{volume.min():.3g}, {volume.max():.3g}], "
+    level = args.level
+    if level is None:
+        level = surfaces.DEFAULT_ALPHA_LEVEL
+        if float(volume.max()) <= level:
+            # a nearly transparent model (or one early in training) still gets a surface to look at
+            level = float(volume.max()) / 2
+            summary += f"level {level:.3g} (half the largest alpha: it never reaches {surfaces.DEFAULT_ALPHA_LEVEL}), "
+    vertices, faces, normals = surfaces.extract_surface(volume, level, half_extent)
     if len(faces):
         rgb, _ = surfaces.vertex_colors(field, vertices, normals, args.color_view)
         mesh = make_mesh(vertices, faces, colors_to_uint8(rgb), normals)
@@ -118,7 +126,7 @@ def extract_seed(generator, seed, args, half_extent, progress, manifolds=None):
                      os.path.join(args.output_dir, f'mesh_{seed}.png'))
         summary += f"mesh: {len(vertices)} vertices, {len(faces)} faces, watertight {mesh.is_watertight}"
     else:
-        summary += (f"no mesh written: alpha never reaches --level {args.level} (the model is nearly transparent "
+        summary += (f"no mesh written: alpha never reaches --level {level} (the model is nearly transparent "
                     f"in the cube; a --level inside that range shows its faint structure)")
     if manifolds is not None:
         m_vertices, m_faces, m_normals, _ = manifolds

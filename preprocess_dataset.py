@@ -32,7 +32,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from utils import alignment
-from utils.cli import HelpFormatter, positive_int, seed, writable_dir
+from utils.cli import HelpFormatter, nonnegative_float, positive_int, seed, writable_dir
 from utils.atomic import atomic_open, remove_stale_temp_files
 
 CATEGORIES = ('ffhq', 'faces', 'cats', 'afhq', 'carla', 'synthetic')
@@ -78,6 +78,10 @@ def parse_args(argv=None):
     parser.add_argument('--overwrite', action='store_true', help='redo images that are already done')
     parser.add_argument('--num_images', type=positive_int, default=10000, help='synthetic: number of images')
     parser.add_argument('--seed', type=seed, default=0, help='synthetic: dataset seed')
+    parser.add_argument('--yaw_std', type=nonnegative_float, default=0.3,
+                        help='synthetic: standard deviation of the camera yaw (radians; the FFHQ prior is 0.3)')
+    parser.add_argument('--pitch_std', type=nonnegative_float, default=0.155,
+                        help='synthetic: standard deviation of the camera pitch (radians; the FFHQ prior is 0.155)')
     args = parser.parse_args(argv)
     if args.size is not None and args.size < 16:
         parser.error(f"argument --size: expected a resolution of at least 16, got {args.size}")
@@ -274,15 +278,16 @@ def make_synthetic(args):
 
     output_dir = args.output_dir or os.path.join('.', 'datasets', 'synthetic')
     size = args.size or 64
+    pose_widths = dict(yaw_std=args.yaw_std, pitch_std=args.pitch_std)
     try:
-        synthetic_data.check_dataset_folder(output_dir, args.num_images, size, args.seed)
+        synthetic_data.check_dataset_folder(output_dir, args.num_images, size, args.seed, **pose_widths)
     except synthetic_data.DatasetMismatch as error:
         raise SystemExit(f"error: {error}")
     writable_dir(output_dir)
     with tqdm(total=args.num_images, desc=f"synthetic {size}^2", unit='img') as progress:
         written = synthetic_data.write_synthetic_dataset(output_dir, args.num_images, size, args.seed,
                                                          workers=args.workers, overwrite=args.overwrite,
-                                                         progress=progress)
+                                                         progress=progress, **pose_widths)
     print(f"synthetic: {written} images written, {args.num_images - written} already there (same settings); "
           f"{args.num_images} images of {size}^2 (seed {args.seed}) in {output_dir}")
     return 0

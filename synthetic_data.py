@@ -159,20 +159,22 @@ def render_heads(heads, pitch, yaw, size, return_geometry=False):
     return pixels(image), pixels(depth[..., None]), pixels((~hit).to(image.dtype)[..., None])
 
 
-def sample_poses(n, rng):
-    """Camera poses (pitch, yaw) [n] float64 from the FFHQ prior of the configs."""
-    pitch, yaw = camera.sample_camera_angles(n, generator=rng, **FACE_PRIOR)
+def sample_poses(n, rng, yaw_std=FACE_PRIOR['h_stddev'], pitch_std=FACE_PRIOR['v_stddev']):
+    """Camera poses (pitch, yaw) [n] float64 from the FFHQ prior of the configs (or one as wide as asked:
+    a generator trained on a wider one must pass the same widths as its camera prior)."""
+    prior = dict(FACE_PRIOR, h_stddev=float(yaw_std), v_stddev=float(pitch_std))
+    pitch, yaw = camera.sample_camera_angles(n, generator=rng, **prior)
     return pitch.double(), yaw.double()
 
 
-def heads_for_indices(seed, indices):
+def heads_for_indices(seed, indices, **pose_widths):
     """The objects of images `indices` of the dataset made with `seed` (image i depends only on (seed, i)),
-    stacked, with their dataset poses (pitch, yaw) [n] float64."""
+    stacked, with their dataset poses (pitch, yaw) [n] float64 (`pose_widths`: see sample_poses)."""
     heads, pitches, yaws = [], [], []
     for index in indices:
         rng = torch.Generator().manual_seed(seed * 1_000_003 + index)
         heads.append(random_heads(1, rng))
-        pitch, yaw = sample_poses(1, rng)
+        pitch, yaw = sample_poses(1, rng, **pose_widths)
         pitches.append(pitch)
         yaws.append(yaw)
     return _stack_heads(heads), torch.cat(pitches), torch.cat(yaws)
@@ -193,12 +195,13 @@ def _stack_heads(per_image):
     return stack(per_image)
 
 
-def render_chunk(seed, first_index, count, size):
+def render_chunk(seed, first_index, count, size, **pose_widths):
     """Images (uint8 [count, size, size, 3]) and poses of images first_index..first_index+count-1.
 
-    Image i depends only on (seed, i), so chunks can be rendered in any order and in parallel.
+    Image i depends only on (seed, i) (and the pose widths), so chunks can be rendered in any order and in
+    parallel.
     """
-    heads, pitch, yaw = heads_for_indices(seed, range(first_index, first_index + count))
+    heads, pitch, yaw = heads_for_indices(seed, range(first_index, first_index + count), **pose_widths)
     with torch.no_grad():
         images = render_heads(heads, pitch, yaw, size)
     images = (images.permute(0, 2, 3, 1).numpy() * 255 + 0.5).astype(np.uint8)
@@ -216,13 +219,14 @@ class DatasetMismatch(ValueError):
     """An existing folder cannot take this dataset; the message names the folder and the difference."""
 
 
-def check_dataset_folder(output_dir, num_images, size, seed):
-    """The manifest for writing (num_images, size, seed) into output_dir; DatasetMismatch when the folder
-    holds a dataset made with other settings, or images without a manifest (not ours, or unknown)."""
+def check_dataset_folder(output_dir, num_images, size, seed, yaw_std=FACE_PRIOR['h_stddev'],
+                         pitch_std=FACE_PRIOR['v_stddev']):
+    """The manifest for writing (num_images, size, seed, pose widths) into output_dir; DatasetMismatch when
+    the folder holds a dataset made with other settings, or images without a manifest (not ours, or unknown)."""
     import json
 
     wanted = {'category': 'synthetic', 'version': DATASET_VERSION, 'size': int(size), 'seed': int(seed),
-              'count': int(num_images)}
+              'yaw_std': float(yaw_std), 'pitch_std': float(pitch_std), 'count': int(num_images)}
     path = os.path.join(output_dir, MANIFEST)
     advice = "choose a new --output_dir (images of different settings must not share a folder)"
     if not os.path.exists(path):
@@ -239,7 +243,10 @@ def check_dataset_folder(output_dir, num_images, size, seed):
         raise DatasetMismatch(f"cannot read {path} ({error}); {advice}") from None
     if not isinstance(recorded, dict):
         raise DatasetMismatch(f"{path} is not a dataset manifest; {advice}")
-    different = [f"{key} {recorded.get(key)} (now {wanted[key]})" for key in ('category', 'version', 'size', 'seed')
+    # manifests written before the pose widths were an option hold the default prior's
+    recorded = {'yaw_std': FACE_PRIOR['h_stddev'], 'pitch_std': FACE_PRIOR['v_stddev'], **recorded}
+    different = [f"{key} {recorded.get(key)} (now {wanted[key]})"
+                 for key in ('category', 'version', 'size', 'seed', 'yaw_std', 'pitch_std')
                  if recorded.get(key) != wanted[key]]
     if different:
         raise DatasetMismatch(f"{output_dir} was made with {', '.join(different)}; {advice}")
@@ -250,7 +257,8 @@ def check_dataset_folder(output_dir, num_images, size, seed):
     return wanted
 
 
-def write_synthetic_dataset(output_dir, num_images, size, seed, workers=1, overwrite=False, progress=None):
+def write_synthetic_dataset(output_dir, num_images, size, seed, workers=1, overwrite=False, progress=None,
+                            yaw_std=FACE_PRIOR['h_stddev'], pitch_std=FACE_PRIOR['v_stddev']):
     """Write `num_images` images `{index:05d}.png` and `poses/{index:05d}.mat` (atomically, resumable).
 
     The folder's manifest.json records how it was made; a folder made with another size, seed or version
@@ -265,7 +273,8 @@ def write_synthetic_dataset(output_dir, num_images, size, seed, workers=1, overw
     from utils.atomic import atomic_open
     from utils.images import save_png
 
-    manifest = check_dataset_folder(output_dir, num_images, size, seed)
+    pose_widths = dict(yaw_std=yaw_std, pitch_std=pitch_std)
+    manifest = check_dataset_folder(output_dir, num_images, size, seed, **pose_widths)
     os.makedirs(os.path.join(output_dir, 'poses'), exist_ok=True)
     with atomic_open(os.path.join(output_dir, MANIFEST), 'w') as stream:
         json.dump(manifest, stream, indent=2)
@@ -294,10 +303,11 @@ def write_synthetic_dataset(output_dir, num_images, size, seed, workers=1, overw
     if workers > 1:
         # one intra-op thread per worker: the parallelism is across chunks
         with ProcessPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
-            futures = [(start, pool.submit(render_chunk, seed, start, count, size)) for start, count in zip(todo, counts)]
+            futures = [(start, pool.submit(render_chunk, seed, start, count, size, **pose_widths))
+                       for start, count in zip(todo, counts)]
             for start, future in futures:
                 store(start, *future.result())
     else:
         for start, count in zip(todo, counts):
-            store(start, *render_chunk(seed, start, count, size))
+            store(start, *render_chunk(seed, start, count, size, **pose_widths))
     return len(written)

@@ -67,3 +67,19 @@ def test_without_view_dependence_colours_ignore_the_view(one_thread):
     official = build_generator(configs.get_config('TINY_GRAM')).eval()
     with torch.no_grad():
         assert not torch.allclose(official(z, pitch, yaw)[0], official(z, pitch, yaw, lock_view_dependence=True)[0])
+
+
+def test_synthetic_pose_widths_scale_the_same_draws(tmp_path, one_thread):
+    """A wider procedural prior draws the same heads, with yaw/pitch offsets scaled; the manifest records
+    the widths, and a folder made with other widths is refused."""
+    import math
+
+    import synthetic_data
+
+    _, pitch, yaw = synthetic_data.heads_for_indices(3, range(6))
+    _, wide_pitch, wide_yaw = synthetic_data.heads_for_indices(3, range(6), yaw_std=0.6, pitch_std=0.31)
+    assert torch.allclose(wide_yaw - math.pi / 2, 2 * (yaw - math.pi / 2), atol=1e-6)
+    assert torch.allclose(wide_pitch - math.pi / 2, 2 * (pitch - math.pi / 2), atol=1e-6)
+    synthetic_data.write_synthetic_dataset(tmp_path, 2, 16, 3, yaw_std=0.6, pitch_std=0.31)
+    with pytest.raises(synthetic_data.DatasetMismatch, match=r'yaw_std 0\.6 \(now 0\.3\)'):
+        synthetic_data.write_synthetic_dataset(tmp_path, 2, 16, 3)

@@ -275,3 +275,16 @@ def test_gramhd_writes_hr_and_lr_depth_maps(one_thread, tmp_path):
     lr_grid = decode_depth16(np.asarray(Image.open(out / 'grid_0_lr_depth.png')), *(
         json.loads((out / 'grid_0_lr_depth.json').read_text())[key] for key in ('near', 'far')))
     np.testing.assert_allclose(lr_grid[:, 16:32], lr_depth[0, 0].numpy(), atol=1e-4)
+
+
+def test_extract_mesh_default_level_falls_back_for_a_transparent_model(one_thread, tiny_ckpt, tmp_path, capsys):
+    """alpha 0.5 is never reached by an untrained (or a nearly transparent) model: the default level then
+    becomes half the largest alpha, so the command still writes a surface; an explicit --level is kept."""
+    extract_mesh.main(['--ckpt', str(tiny_ckpt), '--seeds', '1', '--resolution', '12', '--output_dir',
+                       str(tmp_path / 'auto')])
+    printed = capsys.readouterr().out
+    assert 'half the largest alpha' in printed and (tmp_path / 'auto' / 'mesh_1.ply').exists()
+    extract_mesh.main(['--ckpt', str(tiny_ckpt), '--seeds', '1', '--resolution', '12', '--level', '0.5',
+                       '--output_dir', str(tmp_path / 'fixed')])
+    assert 'no mesh written' in capsys.readouterr().out
+    assert not (tmp_path / 'fixed' / 'mesh_1.ply').exists()
