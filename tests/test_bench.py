@@ -35,7 +35,8 @@ def test_gpu_suite_runs_end_to_end_in_quick_mode(one_thread, tmp_path):
     """bench_suite.py is meant for a GPU it has not seen: its quick mode runs every row on the CPU."""
     import bench_suite
 
-    bench_suite.main(['--quick', '--json', str(tmp_path / 'suite.json')])
+    # no time budget: on a loaded machine the default one could skip rows (what it skips is tested below)
+    bench_suite.main(['--quick', '--budget_s', '1e9', '--json', str(tmp_path / 'suite.json')])
     report = json.loads((tmp_path / 'suite.json').read_text())
     assert report['environment']['weights'].startswith('random')
     render = [r for r in report['rows'] if r['table'] == 'render']

@@ -131,7 +131,6 @@ def test_browser_orbit_and_seed_show_g_render(tmp_path):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
 
-    start = time.time()
     generator = load_generator(REPO_ROOT / 'ckpts' / 'synthetic_heads.pt')
     viewer = viewer_module.Viewer(generator, 'cpu', host='127.0.0.1', port=0, img_size=IMG_SIZE,
                                   preview_size=PREVIEW_SIZE, seed=0, truncation=0.7,
@@ -196,4 +195,3 @@ def test_browser_orbit_and_seed_show_g_render(tmp_path):
         if driver is not None:
             driver.quit()
         viewer.stop()
-    assert time.time() - start < 90
