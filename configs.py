@@ -244,11 +244,18 @@ SYNTH_CPU['generator']['representation']['kwargs']['hidden_dim'] = 64
 SYNTH_CPU['generator']['renderer']['kwargs'].update(num_samples=32, num_manifolds=12)
 SYNTH_CPU['discriminator']['kwargs']['max_channels'] = 64
 
+# SYNTH_CPU with the two changes that keep the subject in front of GRAM's background plane (README "Learning
+# geometry"): a pose prior twice as wide (train on procedural heads made with --yaw_std 0.6 --pitch_std 0.3)
+# and manifolds that start half-opaque. Neither is official.
+SYNTH_CPU_WIDE = copy.deepcopy(SYNTH_CPU)
+SYNTH_CPU_WIDE['generator']['kwargs'].update(h_stddev=0.6, v_stddev=0.3)
+SYNTH_CPU_WIDE['generator']['representation']['kwargs']['sigma_bias_init'] = 8.0
+
 _CONFIG_NAMES = [
     'FFHQ_default', 'CATS_default', 'CARLA_default',
     'GRAM64_FFHQ', 'GRAM64_AFHQ',
     'GRAMHD256_FFHQ', 'GRAMHD512_FFHQ', 'GRAMHD1024_FFHQ', 'GRAMHD256_AFHQ', 'GRAMHD512_AFHQ',
-    'SYNTH64', 'SYNTH_CPU',
+    'SYNTH64', 'SYNTH_CPU', 'SYNTH_CPU_WIDE',
     'TINY_GRAM', 'TINY_CARLA', 'TINY_GRAMHD',
 ]
 
