@@ -39,6 +39,8 @@ SETTLE_SECONDS = 0.35
 ZOOM_RANGE = (0.35, 2.5)
 # Camera changes below this (radians, or distance units) are rounding, not a move.
 POSE_NOISE = 1e-5
+# How long a new browser's camera updates are checked against the frontal camera sent to it on connection.
+HANDSHAKE_SECONDS = 5.0
 MODE_LABELS = {'RGB': 'rgb', 'depth': 'depth', 'normals': 'normals', 'alpha of one manifold level': 'alpha'}
 GREY = 40  # letterbox colour around the square render
 
@@ -194,8 +196,21 @@ class Viewer:
         client.camera.fov = self.browser_fov()
         client.camera.max_orbit_distance = self.zoom_range[1]
         client.camera.min_orbit_distance = self.zoom_range[0]
-        client.camera.on_update(self._on_camera)
-        self._on_camera(client.camera)
+        # Until the browser reports the camera set above, its updates are its own default camera (sent
+        # before it applied ours): taken as a drag, they would move the view to the edge of the pose range.
+        handshake = {'position': np.asarray(position, dtype=float), 'until': time.time() + HANDSHAKE_SECONDS}
+
+        def on_update(handle):
+            if handshake:
+                if (np.abs(np.asarray(handle.position, dtype=float) - handshake['position']).max() > 1e-3
+                        and time.time() < handshake['until']):
+                    handle.position = tuple(handshake['position'])
+                    handle.look_at = (0.0, 0.0, 0.0)
+                    return
+                handshake.clear()
+            self._on_camera(handle)
+        client.camera.on_update(on_update)
+        self._wake.set()
 
     def _on_camera(self, handle):
         """A browser camera update -> GRAM's pose; a camera outside the model's range is put back at its edge."""

@@ -129,9 +129,9 @@ def test_a_signal_stops_after_the_step_with_a_checkpoint_and_one_line(tmp_path, 
 def test_workers_die_with_a_killed_launcher(tmp_path):
     out = tmp_path / 'run'
     process, log = start(tmp_path, out, '--cpu_processes', '2')
-    wait_for(lambda: lock_holder(out), process, log)  # rank 0 is training
+    # rank 0 holds the lock (the launcher's own check leaves an empty file) and both ranks are up
+    wait_for(lambda: lock_holder(out) and len(training_processes(process.pid)) == 2, process, log)
     workers = training_processes(process.pid)
-    assert len(workers) == 2
     process.send_signal(signal.SIGKILL)
     process.wait()
     deadline = time.time() + 20
