@@ -63,6 +63,22 @@ def _is_out_of_memory(error):
     return isinstance(error, torch.cuda.OutOfMemoryError) or 'out of memory' in str(error)
 
 
+def measure_or_skip(row, deadline, device, measure):
+    """measure() with the peak-memory counter reset, or None with row['skipped'] saying why: the time
+    budget is spent, or the device ran out of memory (other errors propagate)."""
+    if time.perf_counter() > deadline:
+        row['skipped'] = 'time budget spent'
+        return None
+    _reset_peak(device)
+    try:
+        return measure()
+    except RuntimeError as error:
+        if not _is_out_of_memory(error):
+            raise
+        row['skipped'] = f'out of memory: {str(error).splitlines()[0]}'
+        return None
+
+
 def render_rows(settings, device, deadline):
     torch.manual_seed(0)
     generator = build_generator(settings['render_config']).to(device).eval()
@@ -91,19 +107,12 @@ def render_rows(settings, device, deadline):
             row = {'table': 'render', 'config': settings['render_config'], 'img_size': size, 'case': case,
                    'path': name, 'options': options, 'images': images_per_call}
             rows.append(row)
-            if time.perf_counter() > deadline:
-                row['skipped'] = 'time budget spent'
+            measured = measure_or_skip(row, deadline, device, lambda: (
+                time_calls(lambda: render(options), device, settings['warmup'], settings['repeats'], counter),
+                render(options)))
+            if measured is None:
                 continue
-            _reset_peak(device)
-            try:
-                seconds, flops, points, first_call = time_calls(lambda: render(options), device,
-                                                                settings['warmup'], settings['repeats'], counter)
-                images = render(options)
-            except RuntimeError as error:
-                if not _is_out_of_memory(error):
-                    raise
-                row['skipped'] = f'out of memory: {str(error).splitlines()[0]}'
-                continue
+            (seconds, flops, points, first_call), images = measured
             row.update(ms_per_image=1000 * seconds / images_per_call, images_per_s=images_per_call / seconds,
                        gflop_per_s=flops / seconds / 1e9, radiance_points=points, first_call_s=first_call,
                        peak_memory_mb=peak_memory_mb(device))
@@ -125,17 +134,10 @@ def training_rows(settings, device, deadline):
                    'training_path': training_path,
                    'radiance_path': '-' if training_path == 'plain' else radiance_path}
             rows.append(row)
-            if time.perf_counter() > deadline:
-                row['skipped'] = 'time budget spent'
-                continue
-            _reset_peak(device)
-            try:
-                result = benchmark(config, settings['iterations'], batch, patch_split, device,
-                                   training_path=training_path, radiance_path=radiance_path)
-            except RuntimeError as error:
-                if not _is_out_of_memory(error):
-                    raise
-                row['skipped'] = f'out of memory: {str(error).splitlines()[0]}'
+            result = measure_or_skip(row, deadline, device, lambda: benchmark(
+                config, settings['iterations'], batch, patch_split, device, training_path=training_path,
+                radiance_path=radiance_path))
+            if result is None:
                 continue
             row.update({key: result[key] for key in ('seconds_per_iteration', 'first_iteration_s', 'images_per_s',
                                                      'peak_memory_mb', 'peak_memory_kind', 'amp', 'batch_split')})

@@ -49,3 +49,17 @@ def tiny_ckpt(tmp_path_factory):
     atomic_save(make_checkpoint('generator', configs.get_config('TINY_GRAM'), 0,
                                 {'state_dict': generator.state_dict()}, 'TINY_GRAM'), path)
     return path
+
+
+def posed_image_folder(root, count):
+    """A training folder of `count` random 20x20 images with FFHQ-style pose files (seeded)."""
+    import numpy as np
+    import scipy.io
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    (root / 'poses').mkdir(parents=True)
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)).save(root / f'{i:05d}.png')
+        scipy.io.savemat(root / 'poses' / f'{i:05d}.mat', {'angle': rng.normal(0, 0.1, (1, 3))})
+    return str(root)

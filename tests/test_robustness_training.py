@@ -8,10 +8,8 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
-import scipy.io
-from PIL import Image
+from conftest import posed_image_folder
 
 import train as train_script
 from training.checkpointing import latest_paths
@@ -38,12 +36,7 @@ sys.exit(train.main(sys.argv[1:]))
 
 
 def data_folder(root, count=8):
-    rng = np.random.default_rng(0)
-    (root / 'poses').mkdir(parents=True)
-    for i in range(count):
-        Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)).save(root / f'{i:05d}.png')
-        scipy.io.savemat(root / 'poses' / f'{i:05d}.mat', {'angle': rng.normal(0, 0.1, (1, 3))})
-    return str(root)
+    return posed_image_folder(root, count)
 
 
 def start(tmp_path, out, *extra):

@@ -4,9 +4,8 @@ import json
 import math
 import os
 
-import numpy as np
 import pytest
-import scipy.io
+from conftest import posed_image_folder
 import torch
 from PIL import Image
 
@@ -26,12 +25,7 @@ pytestmark = pytest.mark.usefixtures('one_thread')  # see conftest.one_thread
 
 
 def data_folder(root, count=4):
-    rng = np.random.default_rng(0)
-    (root / 'poses').mkdir(parents=True)
-    for i in range(count):
-        Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)).save(root / f'{i:05d}.png')
-        scipy.io.savemat(root / 'poses' / f'{i:05d}.mat', {'angle': rng.normal(0, 0.1, (1, 3))})
-    return str(root)
+    return posed_image_folder(root, count)
 
 
 def stage1_checkpoint(folder, step=5):

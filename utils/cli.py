@@ -33,28 +33,24 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         return f"{text} (default: {str(shown).replace('%', '%%')})".strip()
 
 
-def _number(text, kind, expected):
+def _number(text, kind, expected, accept=lambda value: True):
+    """`text` as `kind` (int or finite float) for which `accept` holds, else an argparse error saying what
+    was `expected`."""
     try:
         value = kind(str(text).strip())
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected {expected}, got {text}") from None
-    if kind is float and not math.isfinite(value):
+    if (kind is float and not math.isfinite(value)) or not accept(value):
         raise argparse.ArgumentTypeError(f"expected {expected}, got {text}")
     return value
 
 
 def positive_int(text):
-    value = _number(text, int, 'a positive integer')
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
+    return _number(text, int, 'a positive integer', lambda value: value >= 1)
 
 
 def nonnegative_int(text):
-    value = _number(text, int, 'an integer >= 0')
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
-    return value
+    return _number(text, int, 'an integer >= 0', lambda value: value >= 0)
 
 
 def finite_float(text):
@@ -62,34 +58,22 @@ def finite_float(text):
 
 
 def positive_float(text):
-    value = _number(text, float, 'a finite number > 0')
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
-    return value
+    return _number(text, float, 'a finite number > 0', lambda value: value > 0)
 
 
 def nonnegative_float(text):
-    value = _number(text, float, 'a finite number >= 0')
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
-    return value
+    return _number(text, float, 'a finite number >= 0', lambda value: value >= 0)
 
 
 def port(text):
-    value = _number(text, int, 'a TCP port number (1-65535)')
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a TCP port number (1-65535), got {text}")
-    return value
+    return _number(text, int, 'a TCP port number (1-65535)', lambda value: 1 <= value <= 65535)
 
 
 def seed(text):
     """One seed (a non-negative integer in the range utils.seeds accepts)."""
     from utils.seeds import MAX_SEED
 
-    value = _number(text, int, f'a seed (an integer from 0 to {MAX_SEED})')
-    if not 0 <= value <= MAX_SEED:
-        raise argparse.ArgumentTypeError(f"expected a seed from 0 to {MAX_SEED}, got {text}")
-    return value
+    return _number(text, int, f'a seed (an integer from 0 to {MAX_SEED})', lambda value: 0 <= value <= MAX_SEED)
 
 
 def seed_list(text):
