@@ -96,21 +96,44 @@ def channel_ladder(img_size, max_channels=MAX_CHANNELS):
     return min(max_channels, 2 ** first), blocks
 
 
+def minibatch_std(x, group_size):
+    """x [B, C, H, W] -> [B, C + 1, H, W]: StyleGAN's minibatch standard deviation feature.
+
+    Images are split into groups of G (images b, b + B/G, b + 2B/G, ... share a group, as in StyleGAN2),
+    G the largest divisor of B up to `group_size`; the extra channel holds, for each image, the std over
+    its group averaged over channels and pixels, so a discriminator can see a batch with too little
+    variety (mode collapse).
+    """
+    batch, channels, height, width = x.shape
+    group = max(size for size in range(1, min(group_size, batch) + 1) if batch % size == 0)
+    grouped = x.reshape(group, batch // group, channels, height, width).float()
+    std = (grouped.var(dim=0, unbiased=False) + 1e-8).sqrt().mean(dim=(1, 2, 3))  # [B/G]
+    feature = std.to(x.dtype).reshape(1, -1, 1, 1, 1).expand(group, -1, 1, height, width)
+    return torch.cat([x, feature.reshape(batch, 1, height, width)], dim=1)
+
+
 class GramDiscriminator(nn.Module):
     """images [B, 3, S, S] in [-1, 1] -> (logits [B, 1], poses [B, 2] = predicted (pitch, yaw) radians).
 
-    No latent head, no normalisation, no minibatch-std. Convs keep the PyTorch default init: the official
-    init helper only matched nn.Linear, of which this network has none.
+    As official: no latent head, no normalisation, no minibatch-std. Convs keep the PyTorch default init:
+    the official init helper only matched nn.Linear, of which this network has none.
+
+    Not official: `minibatch_std_group` > 0 appends StyleGAN's minibatch-std channel before the final
+    2x2 conv (the demo config uses it against mode collapse at batch 8); 0 keeps the official network
+    and its checkpoint keys and shapes.
     """
 
-    def __init__(self, img_size, max_channels=MAX_CHANNELS):
+    def __init__(self, img_size, max_channels=MAX_CHANNELS, minibatch_std_group=0):
         super().__init__()
         self.img_size = int(img_size)
+        self.minibatch_std_group = int(minibatch_std_group)
+        if self.minibatch_std_group < 0:
+            raise ValueError(f"minibatch_std_group must be >= 0 (0 = off), got {minibatch_std_group}")
         from_rgb_channels, blocks = channel_ladder(img_size, max_channels)
         self.fromRGB = AdapterBlock(from_rgb_channels)
         self.layers = nn.ModuleList([ResidualCoordConvBlock(c_in, c_out) for c_in, c_out in blocks])
         last_channels = blocks[-1][1] if blocks else from_rgb_channels
-        self.final_layer = nn.Conv2d(last_channels, 3, 2)
+        self.final_layer = nn.Conv2d(last_channels + (1 if self.minibatch_std_group else 0), 3, 2)
 
     def forward(self, images):
         if images.shape[-2:] != (self.img_size, self.img_size):
@@ -119,6 +142,8 @@ class GramDiscriminator(nn.Module):
         x = self.fromRGB(images)
         for layer in self.layers:
             x = layer(x)
+        if self.minibatch_std_group:
+            x = minibatch_std(x, self.minibatch_std_group)
         out = self.final_layer(x).reshape(images.shape[0], 3)
         return out[:, :1], out[:, 1:]
 

@@ -83,3 +83,27 @@ def test_synthetic_pose_widths_scale_the_same_draws(tmp_path, one_thread):
     synthetic_data.write_synthetic_dataset(tmp_path, 2, 16, 3, yaw_std=0.6, pitch_std=0.31)
     with pytest.raises(synthetic_data.DatasetMismatch, match=r'yaw_std 0\.6 \(now 0\.3\)'):
         synthetic_data.write_synthetic_dataset(tmp_path, 2, 16, 3)
+
+
+def test_minibatch_std_sees_a_batch_without_variety(one_thread):
+    from discriminators.gram_discriminator import GramDiscriminator, minibatch_std
+    features = torch.randn(8, 5, 2, 2)
+    with_std = minibatch_std(features, 4)
+    assert with_std.shape == (8, 6, 2, 2) and torch.equal(with_std[:, :5], features)
+    # images b, b+2, b+4, b+6 form a group (StyleGAN2's layout); the channel is that group's mean std
+    expected = features.reshape(4, 2, 5, 2, 2).std(0, unbiased=False).mean((1, 2, 3))
+    assert torch.allclose(with_std[:, 5, 0, 0], expected.repeat(4), atol=1e-6)
+    assert with_std[:, 5].abs().max() > 0.1
+    assert minibatch_std(features[:1].expand(8, -1, -1, -1), 4)[:, 5].abs().max() < 1e-3  # identical images
+    assert minibatch_std(torch.randn(6, 5, 2, 2), 4).shape == (6, 6, 2, 2)  # group 3 divides a batch of 6
+    # off by default: the official network and keys; on: one more input channel of the final conv only
+    official = GramDiscriminator(32, max_channels=16)
+    with_feature = GramDiscriminator(32, max_channels=16, minibatch_std_group=4)
+    assert official.final_layer.in_channels == 16 and with_feature.final_layer.in_channels == 17
+    assert official.state_dict().keys() == with_feature.state_dict().keys()
+    logits, poses = with_feature(torch.randn(8, 3, 32, 32))
+    assert logits.shape == (8, 1) and poses.shape == (8, 2)
+    with pytest.raises(ValueError, match='minibatch_std_group must be >= 0'):
+        GramDiscriminator(32, minibatch_std_group=-1)
+    config = configs.apply_overrides(configs.get_config('TINY_GRAM'), ['discriminator.kwargs.minibatch_std_group=2'])
+    assert build_training_run(config, 'TINY_GRAM').discriminator.minibatch_std_group == 2
