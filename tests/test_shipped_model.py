@@ -38,6 +38,17 @@ def test_the_shipped_model_is_small_and_self_describing():
     assert generator.config['generator']['kwargs']['img_size'] == 32
 
 
+def test_the_shipped_model_has_its_heads_in_front_of_the_background_plane(one_thread):
+    # The old demo model painted its heads on GRAM's background plane (0% of central pixels in front of it,
+    # the plane carrying 99.7% of the weight): pictures and a consistency score cannot tell, depth can.
+    from evaluation.geometry import evaluate_geometry
+    report = evaluate_geometry(load_generator(inference.DEMO_CHECKPOINT), num=8, size=32)
+    for view in report['views'].values():
+        assert view['generated']['in_front'] >= 0.9
+        assert view['generated']['plane_share'] <= 0.2
+    assert report['generated']['depth_swd'] < 60  # the old model: 117 (64 latents)
+
+
 def test_inference_without_arguments_writes_grids(tmp_path):
     result = subprocess.run([sys.executable, str(REPO_ROOT / 'inference.py')], cwd=tmp_path, capture_output=True,
                             text=True, timeout=300)

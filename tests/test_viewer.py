@@ -81,8 +81,10 @@ def test_panned_camera_keeps_its_view_direction():
 
 def test_pose_range_and_clamp(shipped):
     (pitch_low, pitch_high), (yaw_low, yaw_high) = views.pose_range(shipped)
-    assert (pitch_low, pitch_high) == pytest.approx((math.pi / 2 - 2 * 0.155, math.pi / 2 + 2 * 0.155))
-    assert (yaw_low, yaw_high) == pytest.approx((math.pi / 2 - 0.6, math.pi / 2 + 0.6))
+    prior = shipped.config['generator']['kwargs']  # the shipped SYNTH_CPU_WIDE: pitch std 0.3, yaw std 0.6
+    assert (prior['v_stddev'], prior['h_stddev']) == (0.3, 0.6)
+    assert (pitch_low, pitch_high) == pytest.approx((math.pi / 2 - 2 * 0.3, math.pi / 2 + 2 * 0.3))
+    assert (yaw_low, yaw_high) == pytest.approx((math.pi / 2 - 1.2, math.pi / 2 + 1.2))
     assert views.clamp_pose(shipped, 1.6, 1.7) == (1.6, 1.7)
     assert views.clamp_pose(shipped, 0.1, 3.0) == pytest.approx((pitch_low, yaw_high))
     # -pi/2 is the back of the head: wrapped around the range's centre it lands on one edge, not inside
@@ -251,10 +253,11 @@ def test_exports_call_the_3d_output_code(page, tmp_path):
     view = page.current_view(full=True)
     assert view.img_size == 16 and view.mode == 'depth'
     np.testing.assert_array_equal(np.asarray(Image.open(path)), views.ViewRenderer(page.generator).render(view)[0])
-    mesh, note = page.latent_mesh()  # the shipped model's alpha never reaches 0.5 (README "Meshes")
-    assert mesh is None and 'never reaches' in note
-    page.mesh_level.value = 0.0018
     page.mesh_resolution.value = 32
+    page.mesh_level.value = 0.9999  # above the shipped model's largest alpha: no surface, and the panel says so
+    mesh, note = page.latent_mesh()
+    assert mesh is None and 'never reaches' in note
+    page.mesh_level.value = 0.5  # the default level: the shipped model's head shell
     mesh, note = page.latent_mesh()
     assert mesh is not None and len(mesh.faces) > 0 and 'seed 4' in note
     summary = page.export_mesh()

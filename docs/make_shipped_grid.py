@@ -1,0 +1,57 @@
+"""README's picture of the shipped model: per seed, a row of views over yaw and under it their depth.
+
+    python docs/make_shipped_grid.py                      # ckpts/synthetic_heads.pt -> docs/synthetic_heads_grid.png
+    python docs/make_shipped_grid.py --ckpt results/synth_cpu_wide/step010000_ema.pth --output grid.png
+
+Views: the frontal camera turned by `--yaws` (radians), pitch 0, view dependence locked to the frontal view
+(as inference.py's grids). Depth: the expected depth along each ray, coloured near yellow ... far violet over
+the camera's depth band (ray_start ... ray_end), so GRAM's background plane is violet and a head in front of
+it is orange to yellow.
+"""
+import argparse
+import os
+import sys
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from generators import load_generator  # noqa: E402
+from inference import DEMO_CHECKPOINT, frontal_angles  # noqa: E402
+from utils.images import make_grid, save_png, to_uint8  # noqa: E402
+from utils.maps import colorize_depth  # noqa: E402
+from utils.seeds import latent_for_seed, parse_seeds  # noqa: E402
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--ckpt', default=DEMO_CHECKPOINT)
+    parser.add_argument('--output', default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                         'synthetic_heads_grid.png'))
+    parser.add_argument('--seeds', default='0-3')
+    parser.add_argument('--yaws', default='-0.5,-0.3,-0.15,0,0.15,0.3,0.5')
+    parser.add_argument('--img_size', type=int, default=64)
+    args = parser.parse_args(argv)
+    generator = load_generator(args.ckpt).eval()
+    yaws = [float(value) for value in args.yaws.split(',')]
+    camera = generator.config['camera']
+    tiles = []
+    for seed in parse_seeds(args.seeds):
+        z = latent_for_seed(seed, generator.z_dim)  # the latent inference.py renders for this seed
+        images, depths = [], []
+        for yaw in yaws:
+            pitch, yaw_label = frontal_angles(0.0, yaw)
+            with torch.no_grad():
+                image, depth = generator.render(z, pitch, yaw_label, img_size=args.img_size, return_depth=True,
+                                                lock_view_dependence=True)
+            images.append(to_uint8(image[0]))
+            depths.append(colorize_depth(depth[0, 0].numpy(), camera['ray_start'], camera['ray_end']))
+        tiles += images + depths
+    rows = len(tiles) // len(yaws)
+    save_png(make_grid(tiles, rows, len(yaws)), args.output)
+    print(f"wrote {args.output} ({rows // 2} seeds x {len(yaws)} views, RGB over depth)")
+
+
+if __name__ == '__main__':
+    main()
