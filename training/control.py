@@ -5,9 +5,6 @@
   The kernel drops the lock when the holder dies, however it dies.
 - SIGINT (Ctrl-C) and SIGTERM ask the loop to stop at the next step boundary, where every rank agrees on
   it, rank 0 saves a checkpoint and the run ends with TrainingStopped (exit code 128 + signal).
-- Data-loader workers ignore SIGINT/SIGTERM: `pkill -f train.py` (SIGTERM) and Ctrl-C in a terminal
-  (SIGINT) signal them too, and a worker killed by SIGTERM made the DataLoader raise instead of the loop
-  stopping cleanly; the training process shuts them down itself (and they exit when it dies).
 - Worker processes of a launcher get SIGKILL when the launcher dies (Linux parent-death signal; elsewhere
   a thread that watches the parent), so no orphan keeps training and writing checkpoints.
 """
@@ -129,12 +126,6 @@ class StopSignals:
             signal.signal(signum, handler)
         self.previous.clear()
         return False
-
-
-def ignore_stop_signals(worker_id=None):
-    """DataLoader worker_init_fn: leave SIGINT/SIGTERM to the training process (see the module doc)."""
-    for signum in STOP_SIGNALS:
-        signal.signal(signum, signal.SIG_IGN)
 
 
 def die_with_parent(parent_pid):

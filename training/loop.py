@@ -19,7 +19,7 @@ from utils.atomic import remove_stale_temp_files
 
 from . import gan3d, sr_gan3d
 from .checkpointing import has_checkpoint, resume, save_checkpoint
-from .control import OutputDirLock, StopSignals, TrainingStopped, ignore_stop_signals
+from .control import OutputDirLock, StopSignals, TrainingStopped
 from .distributed import agree_on_stop, barrier, fingerprint, rank_fingerprints, same_on_all_ranks
 from .logs import ScalarLog, fixed_latents, write_options, write_snapshots
 from .state import build_training_run
@@ -144,8 +144,7 @@ def _train(config, options, rank, world_size, local_rank, config_name, stop):
     sampler = EpochSampler(len(dataset), batch_size, rank, world_size, seed=run.seed)
     workers = int(options['num_workers'])
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=workers,
-                                         pin_memory=run.device.type == 'cuda', persistent_workers=workers > 0,
-                                         worker_init_fn=ignore_stop_signals if workers > 0 else None)
+                                         pin_memory=run.device.type == 'cuda', persistent_workers=workers > 0)
     batches = endless_batches(loader, sampler, start_step)
 
     # --- rank-0 bookkeeping --------------------------------------------------------------------------
