@@ -12,7 +12,6 @@ import argparse
 import os
 import sys
 
-import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -37,17 +36,16 @@ def main(argv=None):
     yaws = [float(value) for value in args.yaws.split(',')]
     camera = generator.config['camera']
     tiles = []
+    angles = [frontal_angles(0.0, yaw) for yaw in yaws]
+    pitch, yaw_labels = torch.cat([p for p, _ in angles]), torch.cat([y for _, y in angles])
     for seed in parse_seeds(args.seeds):
-        z = latent_for_seed(seed, generator.z_dim)  # the latent inference.py renders for this seed
-        images, depths = [], []
-        for yaw in yaws:
-            pitch, yaw_label = frontal_angles(0.0, yaw)
-            with torch.no_grad():
-                image, depth = generator.render(z, pitch, yaw_label, img_size=args.img_size, return_depth=True,
-                                                lock_view_dependence=True)
-            images.append(to_uint8(image[0]))
-            depths.append(colorize_depth(depth[0, 0].numpy(), camera['ray_start'], camera['ray_end']))
-        tiles += images + depths
+        # the latent inference.py renders for this seed, seen from every view in one call
+        z = latent_for_seed(seed, generator.z_dim).expand(len(yaws), -1)
+        with torch.no_grad():
+            images, depths = generator.render(z, pitch, yaw_labels, img_size=args.img_size, return_depth=True,
+                                              lock_view_dependence=True)
+        tiles += list(to_uint8(images))
+        tiles += [colorize_depth(depth[0].numpy(), camera['ray_start'], camera['ray_end']) for depth in depths]
     rows = len(tiles) // len(yaws)
     save_png(make_grid(tiles, rows, len(yaws)), args.output)
     print(f"wrote {args.output} ({rows // 2} seeds x {len(yaws)} views, RGB over depth)")
