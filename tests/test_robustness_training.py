@@ -39,13 +39,13 @@ def data_folder(root, count=8):
     return posed_image_folder(root, count)
 
 
-def start(tmp_path, out, *extra):
+def start(tmp_path, out, *extra, new_session=False, runner=RUNNER):
     arguments = ['--config', 'TINY_GRAM', '--data_dir', data_folder(tmp_path / 'data'), '--output_dir', str(out),
                  '--total_step', '100000', '--save_interval', '100000', '--sample_interval', '100000',
                  '--num_workers', '0', *extra]
     log = open(tmp_path / 'train.log', 'w+')
-    process = subprocess.Popen([sys.executable, '-c', RUNNER, *arguments], stdout=log, stderr=subprocess.STDOUT,
-                               cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS='1'))
+    process = subprocess.Popen([sys.executable, '-c', runner, *arguments], stdout=log, stderr=subprocess.STDOUT,
+                               cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS='1'), start_new_session=new_session)
     return process, log
 
 
@@ -116,6 +116,55 @@ def test_a_signal_stops_after_the_step_with_a_checkpoint_and_one_line(tmp_path, 
     process, log = start(tmp_path / 'again', out, '--total_step', str(step + 1))
     assert process.wait(timeout=120) == 0, output(log)
     assert f'resumed from latest files in {out} at step {step}' in output(log)
+
+
+@pytest.mark.parametrize('signum, code', [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_to_the_data_workers_too_still_stops_cleanly(tmp_path, signum, code):
+    # `pkill -f train.py`, a scheduler signalling the whole job and Ctrl-C in a terminal signal the
+    # data-loader workers too; a worker killed by SIGTERM made the DataLoader raise "worker killed by
+    # signal" instead of the loop stopping with a checkpoint.
+    out = tmp_path / 'run'
+    process, log = start(tmp_path, out, '--num_workers', '2', new_session=True)
+    wait_for(lambda: steps_done(out) >= 2, process, log)
+    os.killpg(process.pid, signum)  # the whole process group: the training process and its workers
+    assert process.wait(timeout=60) == code, output(log)
+    text = output(log)
+    step = load_file(latest_paths(out)['generator'])['step']
+    assert f"stopped at step {step}; run the same command to resume" in text
+    assert 'Traceback' not in text and 'killed by signal' not in text
+
+
+# Keeps the TrainingStopped (and through its traceback the loop's frame, its loader and live workers) to
+# the end, as a test framework keeps an expected exception: multiprocessing's exit handler then stops the
+# leftover workers with SIGTERM and waits for them, which must still kill them.
+KEEPS_THE_STOPPED_LOOP = RUNNER.replace('sys.exit(train.main(sys.argv[1:]))', '''
+import os, signal, threading, time
+from training.control import TrainingStopped
+from training.launch import launch
+args = train.build_parser().parse_args(sys.argv[1:])
+def stop_after_two_steps():
+    path = os.path.join(args.output_dir, 'scalars.jsonl')
+    while not (os.path.isfile(path) and open(path).read().count('"d_loss"') >= 2):
+        time.sleep(0.1)
+    os.kill(os.getpid(), signal.SIGTERM)
+threading.Thread(target=stop_after_two_steps, daemon=True).start()
+try:
+    launch(configs.get_config(args.config), vars(args), config_name=args.config)
+except TrainingStopped as stopped:
+    kept = stopped
+print('leaving with the loop kept', flush=True)
+''')
+
+
+def test_a_process_that_keeps_the_stopped_loop_still_exits(tmp_path):
+    out = tmp_path / 'run'
+    process, log = start(tmp_path, out, '--num_workers', '2', runner=KEEPS_THE_STOPPED_LOOP)
+    try:
+        assert process.wait(timeout=120) == 0, output(log)
+    finally:
+        if process.poll() is None:  # hung: its workers exit by themselves once it is gone
+            process.kill()
+    assert 'leaving with the loop kept' in output(log)
 
 
 @pytest.mark.skipif(not sys.platform.startswith('linux'), reason='reads /proc')

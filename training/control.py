@@ -5,11 +5,17 @@
   The kernel drops the lock when the holder dies, however it dies.
 - SIGINT (Ctrl-C) and SIGTERM ask the loop to stop at the next step boundary, where every rank agrees on
   it, rank 0 saves a checkpoint and the run ends with TrainingStopped (exit code 128 + signal).
+- Data-loader workers ignore SIGINT/SIGTERM while the loop runs (WorkerSignalGate): `pkill -f train.py`,
+  a scheduler signalling the whole job and Ctrl-C in a terminal reach them too, and a worker killed by
+  SIGTERM made the DataLoader raise "worker killed by signal" (anywhere, from its SIGCHLD handler) instead
+  of the loop stopping cleanly. Once the loop has ended the gate opens and the signals kill them again:
+  multiprocessing's exit handler stops leftover workers with SIGTERM and waits for them.
 - Worker processes of a launcher get SIGKILL when the launcher dies (Linux parent-death signal; elsewhere
   a thread that watches the parent), so no orphan keeps training and writing checkpoints.
 """
 import ctypes
 import ctypes.util
+import multiprocessing
 import os
 import signal
 import socket
@@ -126,6 +132,27 @@ class StopSignals:
             signal.signal(signum, handler)
         self.previous.clear()
         return False
+
+
+class WorkerSignalGate:
+    """DataLoader `worker_init_fn` that makes workers ignore SIGINT/SIGTERM until `open()` (see the
+    module doc). The flag lives in shared memory, so the workers read the training process's latest word;
+    a worker whose training process dies exits by itself (PyTorch's workers watch their parent)."""
+
+    def __init__(self):
+        self.opened = multiprocessing.RawValue('b', 0)
+
+    def open(self):
+        self.opened.value = 1
+
+    def __call__(self, worker_id):
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, self._worker_handler)
+
+    def _worker_handler(self, signum, frame):
+        if self.opened.value:  # die of the signal itself, as without the gate
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
 
 
 def die_with_parent(parent_pid):

@@ -19,7 +19,7 @@ from utils.atomic import remove_stale_temp_files
 
 from . import gan3d, sr_gan3d
 from .checkpointing import has_checkpoint, resume, save_checkpoint
-from .control import OutputDirLock, StopSignals, TrainingStopped
+from .control import OutputDirLock, StopSignals, TrainingStopped, WorkerSignalGate
 from .distributed import agree_on_stop, barrier, fingerprint, rank_fingerprints, same_on_all_ranks
 from .logs import ScalarLog, fixed_latents, write_options, write_snapshots
 from .state import build_training_run
@@ -143,8 +143,10 @@ def _train(config, options, rank, world_size, local_rank, config_name, stop):
     batch_size = int(config['global']['batch_size'])
     sampler = EpochSampler(len(dataset), batch_size, rank, world_size, seed=run.seed)
     workers = int(options['num_workers'])
+    worker_gate = WorkerSignalGate()
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=workers,
-                                         pin_memory=run.device.type == 'cuda', persistent_workers=workers > 0)
+                                         pin_memory=run.device.type == 'cuda', persistent_workers=workers > 0,
+                                         worker_init_fn=worker_gate if workers > 0 else None)
     batches = endless_batches(loader, sampler, start_step)
 
     # --- rank-0 bookkeeping --------------------------------------------------------------------------
@@ -195,6 +197,7 @@ def _train(config, options, rank, world_size, local_rank, config_name, stop):
         outputs(step, final=True)
         barrier(world_size)
     finally:
+        worker_gate.open()
         if is_main:
             progress.close()
             scalars.close()
