@@ -37,12 +37,12 @@ def main(argv=None):
     camera = generator.config['camera']
     tiles = []
     angles = [frontal_angles(0.0, yaw) for yaw in yaws]
-    pitch, yaw_labels = torch.cat([p for p, _ in angles]), torch.cat([y for _, y in angles])
+    pitch_angles, yaw_angles = torch.cat([p for p, _ in angles]), torch.cat([y for _, y in angles])
     for seed in parse_seeds(args.seeds):
         # the latent inference.py renders for this seed, seen from every view in one call
         z = latent_for_seed(seed, generator.z_dim).expand(len(yaws), -1)
         with torch.no_grad():
-            images, depths = generator.render(z, pitch, yaw_labels, img_size=args.img_size, return_depth=True,
+            images, depths = generator.render(z, pitch_angles, yaw_angles, img_size=args.img_size, return_depth=True,
                                               lock_view_dependence=True)
         tiles += list(to_uint8(images))
         tiles += [colorize_depth(depth[0].numpy(), camera['ray_start'], camera['ray_end']) for depth in depths]
