@@ -36,6 +36,9 @@ def test_the_shipped_model_is_small_and_self_describing():
     assert os.path.getsize(inference.DEMO_CHECKPOINT) <= 20 * 2 ** 20
     generator = load_generator(inference.DEMO_CHECKPOINT)
     assert generator.config['generator']['kwargs']['img_size'] == 32
+    # README's recipe trains it with --config SYNTH_CPU_HEADS: the checkpoint's own config must be that one
+    # (it was trained as SYNTH_CPU_WIDE plus the two --set options that SYNTH_CPU_HEADS now holds)
+    assert json.loads(json.dumps(generator.config)) == json.loads(json.dumps(configs.get_config('SYNTH_CPU_HEADS')))
 
 
 def test_the_shipped_model_has_its_heads_in_front_of_the_background_plane(one_thread):
