@@ -14,8 +14,8 @@ Per seed, in --output_dir:
     volume_{seed}.mrc     the alpha volume (--mrc)
     manifolds_{seed}.ply  GRAM's own surfaces (--manifolds): every iso-level of the z-independent manifold
                           field, cut to the part the camera prior sees, RGBA = colour and alpha there
-    mesh_{seed}.png       pictures of the alpha mesh / manifolds (colour only) from the frontal side
-    manifolds_{seed}.png  (--preview; needs matplotlib)
+    mesh_{seed}.png       pictures from the frontal side (--preview; needs matplotlib): the alpha mesh
+    manifolds_{seed}.png  shaded; the manifolds unshaded, composited by their alpha as GRAM composites them
 World units: the camera sits on the unit sphere; +y up, the frontal camera on +z.
 GRAM-HD checkpoints: the shapes and colours are those of their GRAM part (the 64^2 radiance field).
 """
@@ -133,8 +133,9 @@ def extract_seed(generator, seed, args, half_extent, progress, manifolds=None):
         m_rgb, m_alpha = surfaces.vertex_colors(field, m_vertices, m_normals, args.color_view)
         save_mesh(make_mesh(m_vertices, m_faces, colors_to_uint8(m_rgb, m_alpha), m_normals),
                   os.path.join(args.output_dir, f'manifolds_{seed}.ply'))
-        if args.preview:  # colours only: the trained alphas of the shipped model would show nothing
-            save_png(render_mesh_preview(m_vertices, m_faces, colors_to_uint8(m_rgb), half_extent),
+        if args.preview:  # composited by alpha: a model that paints on the background plane shows ~nothing
+            save_png(render_mesh_preview(m_vertices, m_faces, colors_to_uint8(m_rgb, m_alpha), half_extent,
+                                         composite_alpha=True),
                      os.path.join(args.output_dir, f'manifolds_{seed}.png'))
         summary += f"; manifolds: {len(m_vertices)} vertices, alpha <= {float(m_alpha.max(initial=0)):.3g}"
     return summary

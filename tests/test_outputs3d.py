@@ -13,6 +13,7 @@ import inference
 from generators import build_generator, load_generator, surfaces
 from rendering import interpolation
 from utils.checkpoints import atomic_save, make_checkpoint
+from utils.meshes import render_mesh_preview
 from utils.maps import decode_depth16, depth_range, encode_depth16
 from utils.seeds import latent_for_seed
 
@@ -80,6 +81,32 @@ def test_cut_sphere_is_closed_by_the_cube():
     import trimesh
     assert trimesh.Trimesh(vertices, faces).is_watertight
     assert np.abs(vertices).max() <= 0.1 + 0.1 / 11 + 1e-6
+
+
+def _square(z, half):
+    """Two triangles of the square |x|, |y| <= half at depth z, wound to face +z (the frontal camera)."""
+    vertices = np.array([[-half, -half, z], [half, -half, z], [half, half, z], [-half, half, z]])
+    return vertices, np.array([[0, 1, 2], [0, 2, 3]])
+
+
+def test_manifold_preview_composites_layers_by_alpha_back_to_front():
+    # a red layer at alpha 0.5 in front of an opaque blue one, and beside them only the grey backdrop:
+    # "over" compositing gives 0.5 red + 0.5 blue where they overlap, blue where only the back one is
+    back_vertices, back_faces = _square(-0.05, 0.1)
+    front_vertices, front_faces = _square(0.05, 0.05)
+    vertices = np.concatenate([front_vertices, back_vertices])
+    faces = np.concatenate([front_faces, back_faces + 4])
+    rgba = np.array([[255, 0, 0, 128]] * 4 + [[0, 0, 255, 255]] * 4, np.uint8)
+    picture = render_mesh_preview(vertices, faces, rgba, half_extent=0.12, size=240, composite_alpha=True)
+    centre, back_only, outside = picture[120, 120], picture[120, 120 + 75], picture[5, 5]
+    assert np.abs(centre.astype(int) - [128, 0, 127]).max() <= 2
+    assert np.abs(back_only.astype(int) - [0, 0, 255]).max() <= 1
+    assert np.abs(outside.astype(int) - [128, 128, 128]).max() <= 1
+    # the default (a surface's shape): opaque and Lambert-shaded, so the front layer hides the back one
+    shaded = render_mesh_preview(vertices, faces, rgba, half_extent=0.12, size=240)
+    assert np.abs(shaded[120, 120].astype(int) - [255, 0, 0]).max() <= 1
+    with pytest.raises(ValueError, match='RGBA'):
+        render_mesh_preview(vertices, faces, rgba[:, :3], half_extent=0.12, composite_alpha=True)
 
 
 def test_manifolds_are_the_field_level_sets_cut_to_what_the_prior_sees(one_thread):

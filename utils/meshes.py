@@ -53,10 +53,15 @@ def save_mrc(volume, path, voxel_size, origin):
             mrc.header.origin = tuple(float(value) for value in origin)
 
 
-def render_mesh_preview(vertices, faces, rgba, half_extent, size=512, yaw=0.0):
+def render_mesh_preview(vertices, faces, rgba, half_extent, size=512, yaw=0.0, composite_alpha=False):
     """A uint8 HWC picture of a vertex-coloured mesh seen orthographically from the +z side (the frontal
-    camera), turned by `yaw` radians about +y; Lambert-shaded with the light at the viewer, faces drawn
-    back to front (matplotlib, Agg). An empty mesh gives a grey image."""
+    camera), turned by `yaw` radians about +y, faces facing the viewer drawn back to front over grey
+    (matplotlib, Agg). An empty mesh gives a grey image.
+
+    Default: opaque faces, Lambert-shaded with the light at the viewer (a surface's shape). With
+    `composite_alpha` each face keeps its vertices' mean alpha (`rgba[:, 3]`) and is not shaded: drawn back
+    to front, the faces are alpha-composited as GRAM composites its manifolds' samples along a ray, so
+    GRAM's manifolds show what they carry (without the background plane)."""
     import matplotlib
     matplotlib.use('Agg')
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -80,9 +85,14 @@ def render_mesh_preview(vertices, faces, rgba, half_extent, size=512, yaw=0.0):
         normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
         facing = normals[:, 2] > 0  # back faces of a closed mesh are hidden anyway
         order = np.argsort(triangles[facing, :, 2].mean(axis=1))
-        shade = (0.25 + 0.75 * normals[facing, 2])[order, None]
-        colors = np.asarray(rgba, np.float64)[np.asarray(faces)][facing][order, :, :3].mean(axis=1) / 255
-        axes.add_collection(PolyCollection(triangles[facing][order][:, :, :2], facecolors=np.clip(colors * shade, 0, 1),
+        colors = np.asarray(rgba, np.float64)[np.asarray(faces)][facing][order].mean(axis=1) / 255
+        if composite_alpha:
+            if colors.shape[1] != 4:
+                raise ValueError(f"composite_alpha needs RGBA vertex colours [V, 4], got {colors.shape[1]} channels")
+        else:
+            shade = (0.25 + 0.75 * normals[facing, 2])[order, None]
+            colors = np.clip(colors[:, :3] * shade, 0, 1)
+        axes.add_collection(PolyCollection(triangles[facing][order][:, :, :2], facecolors=colors,
                                            edgecolors='none', antialiased=False))
     canvas.draw()
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
