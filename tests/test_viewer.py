@@ -81,7 +81,7 @@ def test_panned_camera_keeps_its_view_direction():
 
 def test_pose_range_and_clamp(shipped):
     (pitch_low, pitch_high), (yaw_low, yaw_high) = views.pose_range(shipped)
-    prior = shipped.config['generator']['kwargs']  # the shipped SYNTH_CPU_HEADS (the prior of SYNTH_CPU_WIDE): pitch std 0.3, yaw std 0.6
+    prior = shipped.config['generator']['kwargs']  # the shipped SYNTH_CPU_HEADS: pitch std 0.3, yaw std 0.6
     assert (prior['v_stddev'], prior['h_stddev']) == (0.3, 0.6)
     assert (pitch_low, pitch_high) == pytest.approx((math.pi / 2 - 2 * 0.3, math.pi / 2 + 2 * 0.3))
     assert (yaw_low, yaw_high) == pytest.approx((math.pi / 2 - 1.2, math.pi / 2 + 1.2))

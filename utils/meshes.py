@@ -62,6 +62,9 @@ def render_mesh_preview(vertices, faces, rgba, half_extent, size=512, yaw=0.0, c
     `composite_alpha` each face keeps its vertices' mean alpha (`rgba[:, 3]`) and is not shaded: drawn back
     to front, the faces are alpha-composited as GRAM composites its manifolds' samples along a ray, so
     GRAM's manifolds show what they carry (without the background plane)."""
+    rgba = np.asarray(rgba, np.float64)
+    if composite_alpha and (rgba.ndim != 2 or rgba.shape[1] != 4):
+        raise ValueError(f"composite_alpha needs RGBA vertex colours [V, 4], got an array of shape {rgba.shape}")
     import matplotlib
     matplotlib.use('Agg')
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -85,11 +88,8 @@ def render_mesh_preview(vertices, faces, rgba, half_extent, size=512, yaw=0.0, c
         normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
         facing = normals[:, 2] > 0  # back faces of a closed mesh are hidden anyway
         order = np.argsort(triangles[facing, :, 2].mean(axis=1))
-        colors = np.asarray(rgba, np.float64)[np.asarray(faces)][facing][order].mean(axis=1) / 255
-        if composite_alpha:
-            if colors.shape[1] != 4:
-                raise ValueError(f"composite_alpha needs RGBA vertex colours [V, 4], got {colors.shape[1]} channels")
-        else:
+        colors = rgba[np.asarray(faces)][facing][order].mean(axis=1) / 255
+        if not composite_alpha:
             shade = (0.25 + 0.75 * normals[facing, 2])[order, None]
             colors = np.clip(colors[:, :3] * shade, 0, 1)
         axes.add_collection(PolyCollection(triangles[facing][order][:, :, :2], facecolors=colors,
