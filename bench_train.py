@@ -32,10 +32,12 @@ from training.state import build_training_run
 from utils.cli import positive_int
 
 
-def benchmark(config_name, iterations=3, batch_size=None, patch_split=None, device=None, seed=0,
-              training_path='fast', radiance_path='auto'):
-    """Run 1 + `iterations` training iterations; returns a dict of figures (seconds are per iteration).
-    `radiance_path` is the generator's (GramGenerator.RADIANCE_PATHS: 'auto' = batched on CUDA)."""
+def prepare_step(config_name, batch_size=None, patch_split=None, device=None, seed=0, training_path='fast',
+                 radiance_path='auto'):
+    """(run, real_images, real_poses) for timing or profiling `train_step(run, real_images, real_poses, step)`:
+    the config's models and optimizers (batch and patch split overridden when given), random real images
+    in [-1, 1] and real poses drawn from the camera prior. `radiance_path` is the generator's
+    (GramGenerator.RADIANCE_PATHS: 'auto' = batched on CUDA)."""
     config = configs.get_config(config_name)
     if batch_size is not None:
         config['global']['batch_size'] = batch_size
@@ -53,7 +55,17 @@ def benchmark(config_name, iterations=3, batch_size=None, patch_split=None, devi
     rng = torch.Generator().manual_seed(seed)
     real_images = torch.rand(batch, 3, size, size, generator=rng) * 2 - 1
     pitch, yaw = run.generator.sample_poses(batch, 'cpu', generator=rng)
-    real_poses = torch.stack([pitch, yaw], -1)
+    return run, real_images, torch.stack([pitch, yaw], -1)
+
+
+def benchmark(config_name, iterations=3, batch_size=None, patch_split=None, device=None, seed=0,
+              training_path='fast', radiance_path='auto'):
+    """Run 1 + `iterations` training iterations; returns a dict of figures (seconds are per iteration).
+    `radiance_path` is the generator's (GramGenerator.RADIANCE_PATHS: 'auto' = batched on CUDA)."""
+    run, real_images, real_poses = prepare_step(config_name, batch_size, patch_split, device, seed, training_path,
+                                                radiance_path)
+    config, device = run.config, run.device
+    batch, size = config['global']['batch_size'], config['global']['img_size']
     if device.type == 'cuda':
         torch.cuda.reset_peak_memory_stats(device)
     # What the models, optimizers and data hold before the first step; the peak minus this is the step's
