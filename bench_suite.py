@@ -20,7 +20,7 @@ max allocated).
 With --fixture (an official-format GRAM FFHQ folder such as ../shared/fixtures/official/gram_ffhq, or a copy
 of it) a fixture table comes first: the official checkpoint rendered on this device by each path, with the
 max |difference| from the official images and whether the exact paths stay within the tolerance the CPU
-tests hold them to (OFFICIAL_ABS_TOL for OFFICIAL_SHARE of the values, none beyond OFFICIAL_MAX_TOL). With
+tests hold them to (utils/official_tolerance.py). With
 --profile, the torch profiler's busiest operations of one batched render and one default training step
 come last, to show where the time of a slow row goes.
 
@@ -45,6 +45,7 @@ from bench import PointCounter, peak_memory_mb, synchronize, time_calls
 from bench_train import benchmark, prepare_step
 from generators import build_generator, load_generator
 from training.gan3d import train_step
+from utils.official_tolerance import OFFICIAL_ABS_TOL, OFFICIAL_MAX_TOL, OFFICIAL_SHARE, official_image_error
 from utils.seeds import latent_for_seed
 
 # (name, render options, the exact path its images are compared with)
@@ -56,13 +57,10 @@ RENDER_PATHS = (
     # torch.compile may fuse each FiLM layer's sine into its matmul; the first call pays the compilation
     ('fp16_compile', dict(fast=True, radiance_path='batched', precision='fp16', compile=True), 'batched'),
 )
+RENDER_OPTIONS = {name: options for name, options, _ in RENDER_PATHS}
 # (training_path, radiance_path): the CUDA default ('fast' on the batched path) first
 TRAINING_PATHS = (('fast', 'batched'), ('fast', 'per_latent'), ('low_memory', 'batched'), ('plain', 'auto'))
 
-# The official fixture's images are matched when at least OFFICIAL_SHARE of the values are within
-# OFFICIAL_ABS_TOL and none is beyond OFFICIAL_MAX_TOL: the first-crossing rule is discontinuous, so a few
-# pixels may flip between neighbouring manifolds under float rounding (tests/test_gram_fixture.py).
-OFFICIAL_ABS_TOL, OFFICIAL_SHARE, OFFICIAL_MAX_TOL = 1e-4, 0.999, 2e-2
 # (name, render options, whether the path is exact and must match the official images)
 FIXTURE_PATHS = (
     ('batched', dict(fast=True, radiance_path='batched'), True),
@@ -123,17 +121,6 @@ def unmeasured(row):
     return f"skipped: {row['skipped']}" if 'skipped' in row else None
 
 
-def official_image_error(images, reference):
-    """Distance of images from the official ones: max |difference|, the share of values within
-    OFFICIAL_ABS_TOL, and whether that is within the fixture tolerance."""
-    difference = (images.float() - reference).abs()
-    share = (difference <= OFFICIAL_ABS_TOL).float().mean().item()
-    largest = difference.max().item()
-    return {'max_abs_diff': largest, 'share_within_abs_tol': share, 'finite': bool(torch.isfinite(images).all()),
-            'within_tolerance': bool(torch.isfinite(images).all()) and share >= OFFICIAL_SHARE
-            and largest <= OFFICIAL_MAX_TOL}
-
-
 def fixture_rows(folder, settings, device, deadline, paths=None):
     """The official GRAM checkpoint in `folder` (generator.pth + ema.pth + expected.pt) rendered on `device`
     by each FIXTURE_PATHS path (or those named in `paths`): both seeds of a view in one call, as
@@ -190,7 +177,6 @@ def render_rows(settings, device, deadline, paths):
                                                    torch.tensor([yaw], dtype=torch.float64), img_size=size,
                                                    **options) for yaw in yaws])
 
-        options_of = {name: options for name, options, _ in RENDER_PATHS}
         for name, options, compare_with in RENDER_PATHS:
             if name not in paths:
                 continue
@@ -202,7 +188,7 @@ def render_rows(settings, device, deadline, paths):
                 reference = None
                 if compare_with is not None and compare_with not in paths and compare_with not in exact_images:
                     # its path is timed in another pass: its images once, untimed
-                    reference = render(options_of[compare_with])
+                    reference = render(RENDER_OPTIONS[compare_with])
                     _reset_peak(device)
                 timing = time_calls(lambda: render(options), device, settings['warmup'], settings['repeats'],
                                     counter)

@@ -7,9 +7,9 @@ it. Rendering must use the EMA weights; raw weights differ by up to 0.39.
 import pytest
 import torch
 
-from bench_suite import official_image_error
 from conftest import official_fixture
 from generators import camera, load_generator
+from utils.official_tolerance import official_image_error
 from utils.seeds import latent_for_seed
 
 @pytest.fixture(scope='module')
@@ -31,7 +31,7 @@ def fast_renders(case):
 
 
 def assert_close_to_official(image, reference):
-    """Within the fixture tolerance (bench_suite.OFFICIAL_*, which the GPU suite checks on its device too)."""
+    """Within the fixture tolerance (utils/official_tolerance.py, which the GPU suite checks on its device too)."""
     error = official_image_error(image, reference)
     assert error['within_tolerance'], error
 

@@ -11,18 +11,18 @@ import torch
 
 import configs
 import inference
-from bench_suite import OFFICIAL_MAX_TOL, official_image_error
 from conftest import official_fixture
 from generators import build_generator, camera, load_generator
 from generators.gramhd import background_unwarp, background_warp, stage1_config
 from generators.super_resolution import bicubic_downsample, bicubic_upsample
 from utils.checkpoints import CheckpointError
+from utils.official_tolerance import OFFICIAL_MAX_TOL, official_image_error
 
 LOCKED_VS_UNLOCKED = 1e-3  # the fixture's view-dependence signal is ~2e-3 (README); a real mismatch is larger
 
 
 def assert_close_to_official(values, reference):
-    """Within the official fixtures' tolerance (bench_suite.OFFICIAL_*, shared with GRAM's fixture)."""
+    """Within the official fixtures' tolerance (utils/official_tolerance.py, shared with GRAM's fixture)."""
     error = official_image_error(values, reference)
     assert error['within_tolerance'], error
 
