@@ -61,6 +61,7 @@ def build_parser():
     group = parser.add_argument_group('metrics and engine')
     group.add_argument('--num_real', type=positive_int, default=None, help='real images to use (default: all)')
     group.add_argument('--metrics', default='fid,kid,is', help="comma list of fid, kid, is, swd (offline, no Inception weights), consistency, "
+                            "cross_resolution (GRAM-HD: HR down-sampled vs LR, with the consistency flags), "
                             "depth (geometry against the procedural heads' true depth)")
     group.add_argument('--feature_extractor_weights', default=None,
                        help='local inception-v3-compat weights (.pth) for machines without internet')
@@ -79,6 +80,9 @@ def build_parser():
                        help='the sweep covers prior yaw mean +- this (radians)')
     group.add_argument('--depth_tolerance', type=positive_float, default=consistency.DEFAULT_DEPTH_TOLERANCE,
                        help='relative depth difference above which a pixel counts as occluded')
+    group.add_argument('--consistency_size', type=positive_int, default=None,
+                       help='render size of the sweep; default: the model resolution (GRAM-HD: its HR size). '
+                            'E.g. a stage-1 GRAM at its GRAM-HD model\'s HR size, to compare the two')
     group = parser.add_argument_group('geometry against the procedural heads (--metrics depth)')
     group.add_argument('--depth_num', type=positive_int, default=geometry.DEFAULT_NUM,
                        help='latents (seeds 0..N-1) and true heads compared per view')

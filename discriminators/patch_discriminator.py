@@ -51,8 +51,11 @@ class GramEncoderPatchDiscriminator(GramEncoderDiscriminator):
     """images [B, 3, S, S] -> (logits [B, 1], poses [B, 2] = (pitch, yaw), patch logits [B, S'*S']).
 
     The encoder part is GRAM's discriminator (same names, so its weights can be shared); the PatchGAN is
-    registered after it as `patch_discriminator`.
+    registered after it as `patch_discriminator`. The official state_dict calls it `patchgan`: those keys are
+    renamed on load, so official stage-2 discriminators load strictly (and official training folders resume).
     """
+
+    OFFICIAL_PATCH_PREFIX = 'patchgan.'
 
     def __init__(self, img_size, norm_layer='Identity', max_channels=MAX_CHANNELS):
         super().__init__(img_size, max_channels=max_channels)
@@ -62,6 +65,12 @@ class GramEncoderPatchDiscriminator(GramEncoderDiscriminator):
             norm_layer = _NORM_LAYERS[norm_layer]
         ndf, n_layers = patch_layout(self.img_size)
         self.patch_discriminator = PatchDiscriminator(3, ndf, n_layers, norm_layer)
+        self.register_load_state_dict_pre_hook(self._rename_official_keys)
+
+    def _rename_official_keys(self, module, state_dict, prefix, *args):
+        official = prefix + self.OFFICIAL_PATCH_PREFIX
+        for key in [k for k in state_dict if k.startswith(official)]:
+            state_dict[prefix + 'patch_discriminator.' + key[len(official):]] = state_dict.pop(key)
 
     def forward(self, images):
         logits, poses = super().forward(images)

@@ -131,17 +131,18 @@ def reprojection_scores(images, depths, pitch, yaw, fov, depth_tolerance=DEFAULT
 
 
 @torch.no_grad()
-def render_sweep(generator, seed, pitch, yaw, truncation_psi=1.0, device='cpu'):
-    """Images [V, 3, H, W] and depths [V, 1, h, w] of one latent seen from every camera of the sweep."""
+def render_sweep(generator, seed, pitch, yaw, truncation_psi=1.0, device='cpu', image_size=None):
+    """Images [V, 3, H, W] and depths [V, 1, h, w] of one latent seen from every camera of the sweep, at
+    `image_size` (default: the model resolution; GRAM-HD: its HR size)."""
     z = latent_for_seed(seed, generator.z_dim).to(device).expand(pitch.shape[0], -1)
-    images, depths = generator.render(z, pitch, yaw, truncation_psi=truncation_psi, lock_view_dependence=True,
-                                      return_depth=True)
+    images, depths = generator.render(z, pitch, yaw, img_size=image_size, truncation_psi=truncation_psi,
+                                      lock_view_dependence=True, return_depth=True)
     return images, depths
 
 
 def evaluate_consistency(generator, seeds, num_views=DEFAULT_NUM_VIEWS, yaw_range=DEFAULT_YAW_RANGE,
                          truncation_psi=1.0, depth_tolerance=DEFAULT_DEPTH_TOLERANCE, device='cpu',
-                         progress=None):
+                         progress=None, image_size=None):
     """The consistency score of a generator: {psnr_mean, psnr_std, l1_mean, l1_std, covisible_mean,
     per_seed: [...], protocol: {...}}."""
     seeds = list(seeds)
@@ -152,7 +153,7 @@ def evaluate_consistency(generator, seeds, num_views=DEFAULT_NUM_VIEWS, yaw_rang
     per_seed = []
     image_size = None
     for seed in seeds:
-        images, depths = render_sweep(generator, seed, pitch, yaw, truncation_psi, device)
+        images, depths = render_sweep(generator, seed, pitch, yaw, truncation_psi, device, image_size)
         image_size = images.shape[-1]
         scores = reprojection_scores(images, depths, pitch, yaw, fov, depth_tolerance)
         per_seed.append(dict(seed=int(seed), **scores))

@@ -122,7 +122,12 @@ def check_comparable(generator):
 
 def evaluate_geometry(generator, num=DEFAULT_NUM, size=None, truncation=1.0, truth_seed=DEFAULT_TRUTH_SEED,
                       device='cpu', views=VIEWS, progress=None):
-    """The scores above per view, for the generator and for the truth. Returns a JSON-ready dict."""
+    """The scores above per view, for the generator and for the truth. Returns a JSON-ready dict.
+
+    A GRAM-HD generator is scored by its GRAM part (`gram_generator()`, at the LR size by default): its
+    super-resolution re-textures the manifolds but the geometry is the frozen stage-1 GRAM's."""
+    if isinstance(generator, GramHDGenerator):
+        generator = generator.gram_generator()
     check_comparable(generator)
     size = int(size or generator.img_size)
     if size < 4:

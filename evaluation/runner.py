@@ -10,13 +10,14 @@ from tqdm import tqdm
 from utils.atomic import atomic_open
 
 from . import consistency as consistency_metric
+from . import cross_resolution as cross_resolution_metric
 from . import geometry as geometry_metric
 from . import fidelity, swd
 from .fidelity import EvaluationError
 
-METRIC_NAMES = ('fid', 'kid', 'is', 'swd', 'consistency', 'depth')
+METRIC_NAMES = ('fid', 'kid', 'is', 'swd', 'consistency', 'cross_resolution', 'depth')
 # Metrics that render views of --ckpt themselves (not a set of fakes).
-CHECKPOINT_METRICS = ('consistency', 'depth')
+CHECKPOINT_METRICS = ('consistency', 'cross_resolution', 'depth')
 FIDELITY_METRICS = ('fid', 'kid', 'is')
 # Metrics that compare a set of fakes with a set of reals (the offline SWD needs no Inception weights).
 IMAGE_SET_METRICS = FIDELITY_METRICS + ('swd',)
@@ -310,7 +311,18 @@ def evaluate(options):
             raise EvaluationError(f"--consistency_seeds: {error}") from error
         checkpoint_metric('consistency', len(seeds), 'seed', lambda progress: consistency_metric.evaluate_consistency(
             generator, seeds, options.consistency_views, options.consistency_yaw_range, options.truncation,
-            options.depth_tolerance, options.device, progress))
+            options.depth_tolerance, options.device, progress, getattr(options, 'consistency_size', None)))
+    if 'cross_resolution' in metrics:
+        from utils.seeds import parse_seeds
+
+        try:
+            seeds = parse_seeds(options.consistency_seeds)
+        except ValueError as error:
+            raise EvaluationError(f"--consistency_seeds: {error}") from error
+        checkpoint_metric('cross_resolution', len(seeds), 'seed',
+                          lambda progress: cross_resolution_metric.evaluate_cross_resolution(
+            generator, seeds, options.consistency_views, options.consistency_yaw_range, options.truncation,
+            options.device, progress))
     if 'depth' in metrics:
         checkpoint_metric('depth', len(geometry_metric.VIEWS), 'view',
                           lambda progress: geometry_metric.evaluate_geometry(
@@ -392,6 +404,8 @@ def summary_lines(result):
         lines.append(f"          {cons['num_seeds']} seed(s), {cons['num_views']} views, yaw +-{cons['yaw_range']} "
                      f"rad, {cons['image_size']}x{cons['image_size']}, psi {cons['truncation']}, depth tolerance "
                      f"{cons['depth_tolerance']}")
+    if 'cross_resolution' in result:
+        lines.extend(cross_resolution_metric.summary_lines(result['cross_resolution']))
     if 'depth' in result:
         lines.extend(geometry_metric.summary_lines(result['depth']))
     if 'output_json' in result:

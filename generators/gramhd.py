@@ -121,11 +121,15 @@ class GramHDGenerator(GramGenerator):
         self.scale_factor = img_size // lr_img_size
         self.feature_dim = feature_dim
         # Input channels of the foreground SR: rgb (3) + alpha (1) + feature.
-        self.super_resolution = StyleRRDBNet(4 + feature_dim, 4, self.scale_factor, z_dim=z_dim,
-                                             **(fg_kwargs or {}))
+        fg_kwargs = dict(fg_kwargs or {})
+        # The official SR mapping network receives z itself, so its input width w_dim is z_dim.
+        if fg_kwargs.setdefault('w_dim', z_dim) != z_dim:
+            raise ValueError(f"super_resolution.kwargs.fg.w_dim = {fg_kwargs['w_dim']} is the input width of the SR "
+                             f"mapping network, which receives z: expected generator.kwargs.z_dim = {z_dim}")
+        self.super_resolution = StyleRRDBNet(4 + feature_dim, 4, self.scale_factor, **fg_kwargs)
         self.super_resolution_bg = RRDBNet(3, 3, self.scale_factor, **(bg_kwargs or {}))
         self.freeze_gram()
-        self._style_center = None  # mean SR style [1, w_dim], not part of the state_dict
+        self._style_center = None  # mean SR style [1, style_dim], not part of the state_dict
         self._stage1_config = None
 
     @classmethod
@@ -160,30 +164,45 @@ class GramHDGenerator(GramGenerator):
 
         Paths go through `load_generator`, which takes the EMA weights of official `stepN_generator.pth`
         files (sibling `stepN_ema.pth`), as the official stage 2 does. The feature heads keep their init.
+        A stage-1 file of another config is refused naming the file and what this config expects.
         """
+        label = 'stage-1 generator'
         if not isinstance(source, GramGenerator):
             from . import load_generator
+            label = f"stage-1 file {source}"
             source = load_generator(source, config=self._stage1_config)
+            mismatches = stage1_mismatches(getattr(source, 'config', None), self._stage1_config)
+            if mismatches:
+                raise ValueError(f"{label} is not this config's GRAM: " + '; '.join(mismatches[:3]))
         own = self.representation.state_dict()
         incoming = source.representation.state_dict()
         expected = {k for k in own if '.output_feature.' not in k}
         if set(incoming) != expected:
             missing, unexpected = sorted(expected - set(incoming)), sorted(set(incoming) - expected)
-            raise ValueError(f"stage-1 generator does not match the GRAM part: missing {missing[:3]}, "
+            raise ValueError(f"{label} does not match the GRAM part: missing {missing[:3]}, "
                              f"unexpected {unexpected[:3]}")
         with torch.no_grad():
             for key, tensor in incoming.items():
                 if own[key].shape != tensor.shape:
-                    raise ValueError(f"stage-1 tensor {key} has shape {tuple(tensor.shape)}, expected "
-                                     f"{tuple(own[key].shape)}")
+                    raise ValueError(f"{label}: tensor representation.{key} has shape {tuple(tensor.shape)}, "
+                                     f"this config's GRAM part expects {tuple(own[key].shape)}")
                 own[key].copy_(tensor)
         self.freeze_gram()
+
+    def gram_generator(self):
+        """The frozen GRAM part as a stage-1 GramGenerator at the LR size, sharing no tensors with this one
+        (the depth metric scores it: stage 2 leaves the geometry exactly as stage 1 made it)."""
+        gram = GramGenerator.from_config(self._stage1_config)
+        state = {k: v for k, v in self.representation.state_dict().items() if '.output_feature.' not in k}
+        gram.representation.load_state_dict(state, strict=True)
+        gram.config = self._stage1_config
+        return gram.to(next(self.parameters()).device).eval()
 
     # ------------------------------------------------------------------------------------------------
     # Latent -> SR styles
 
     def styles(self, z, truncation_psi=1.0):
-        """z [B, z_dim] -> foreground SR styles [B, w_dim], lerped towards the mean style when psi < 1."""
+        """z [B, z_dim] -> foreground SR styles [B, style_dim], lerped towards the mean style when psi < 1."""
         style = self.super_resolution.styles(z)
         if truncation_psi != 1:
             center = self.style_truncation_center(z.device)
@@ -276,7 +295,7 @@ class GramHDGenerator(GramGenerator):
     def super_resolve(self, manifolds, background, styles, maps_per_chunk=None):
         """LR textures -> HR textures: (manifolds [B*K, 4, H, H] raw rgb + sigmoid alpha, background [B, 3, H, H]).
 
-        manifolds [B*K, 4 + F, HL, HL], background [B, 3, HL, HL], styles [B, w_dim]. The manifold SR runs in
+        manifolds [B*K, 4 + F, HL, HL], background [B, 3, HL, HL], styles [B, style_dim]. The manifold SR runs in
         chunks of at most `maps_per_chunk` maps of one latent (a memory bound for 1024^2).
         """
         batch = styles.shape[0]
@@ -475,6 +494,40 @@ class GramHDGenerator(GramGenerator):
                    self._output_maps(textures.hr_maps, textures.hr_background),
                    self._output_maps(textures.lr_maps, textures.lr_background).detach())
         return outputs, torch.stack([pitch, yaw], -1)
+
+
+# The parts of a GRAM config that decide its weights and what its manifolds are; a stage-1 file must agree
+# on all of them with the stage-2 config's GRAM part (its pose prior and render size may differ).
+_STAGE1_KEYS = ('kwargs.z_dim', 'representation', 'renderer.kwargs')
+
+
+def _flatten(section, prefix):
+    if not isinstance(section, dict):
+        return {prefix: section}
+    flat = {}
+    for key, value in section.items():
+        flat.update(_flatten(value, f"{prefix}.{key}"))
+    return flat
+
+
+def stage1_mismatches(stage1, expected):
+    """'key = stage-1 value, expected value' for each GRAM setting in which the config `stage1` carried by a
+    stage-1 file differs from `expected` (a `stage1_config`). [] when `stage1` is None (official files carry
+    no config; their tensor shapes are checked instead)."""
+    if not stage1:
+        return []
+    mismatches = []
+    for path in _STAGE1_KEYS:
+        theirs, ours = stage1['generator'], expected['generator']
+        for key in path.split('.'):
+            theirs, ours = (theirs or {}).get(key), (ours or {}).get(key)
+        prefix = 'generator.' + path
+        flat_theirs, flat_ours = _flatten(theirs, prefix), _flatten(ours, prefix)
+        for key in sorted(set(flat_theirs) | set(flat_ours)):
+            a, b = flat_theirs.get(key, '<absent>'), flat_ours.get(key, '<absent>')
+            if a != b and not (isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and list(a) == list(b)):
+                mismatches.append(f"{key} = {a!r} there, expected {b!r}")
+    return mismatches
 
 
 def stage1_config(config):

@@ -130,14 +130,18 @@ class ModulatedConv2d(nn.Module):
 class StyleRRDBNet(_RRDBTrunk):
     """Foreground manifold super-resolution (official `StyleRRDBNet`).
 
-    forward(x [B * k, in_nc, h, w], style [B, w_dim]) -> [B * k, out_nc, h * scale, w * scale] (raw; the
-    generator applies the sigmoid to the alpha channel). Maps are instance-major (see ModulatedConv2d).
+    forward(x [B * k, in_nc, h, w], style [B, style_dim]) -> [B * k, out_nc, h * scale, w * scale] (raw;
+    the generator applies the sigmoid to the alpha channel). Maps are instance-major (see ModulatedConv2d).
     The style vector is sliced, in order, into the input-channel counts of upconvs..., HRconv, conv_last;
     e.g. x4: [0:64] [64:128] | [128:192] | [192:256].
+
+    `w_dim` is, as in the official `StyleRRDBNet`, the *input* width of the mapping network, which receives
+    the latent z; the style width `style_dim` follows from the channels (nf + sum(up_channels[:-1]) +
+    2 * up_channels[-1]). Every released config has 256 for both.
     """
 
     def __init__(self, in_nc, out_nc, scale, w_dim=256, nf=64, nb=8, gc=32, up_channels=(64, 64), to_rgb_ks=1,
-                 use_pixel_shuffle=True, z_dim=256):
+                 use_pixel_shuffle=True):
         super().__init__()
         if not use_pixel_shuffle:
             raise ValueError("StyleRRDBNet up-samples by pixel shuffle only (the official configs all do)")
@@ -149,16 +153,16 @@ class StyleRRDBNet(_RRDBTrunk):
         self.upconvs = nn.ModuleList([ModulatedConv2d(channels[i], 4 * channels[i + 1], 3) for i in range(stages)])
         self.HRconv = ModulatedConv2d(channels[-1], channels[-1], 3)
         self.conv_last = ModulatedConv2d(channels[-1], out_nc, to_rgb_ks)
-        self.mapping_network = MappingNetwork(z_dim, 256, w_dim, last_layer_scale=1.0, split_output=False)
+        self.w_dim = w_dim
         self.style_sizes = [conv.in_channels for conv in self.modulated_convs()]
-        if sum(self.style_sizes) != w_dim:
-            raise ValueError(f"style slices {self.style_sizes} do not add up to w_dim={w_dim}")
+        self.style_dim = sum(self.style_sizes)
+        self.mapping_network = MappingNetwork(w_dim, 256, self.style_dim, last_layer_scale=1.0, split_output=False)
 
     def modulated_convs(self):
         return list(self.upconvs) + [self.HRconv, self.conv_last]
 
     def styles(self, z):
-        """z [B, z_dim] -> style vectors [B, w_dim]."""
+        """z [B, w_dim] -> style vectors [B, style_dim]."""
         return self.mapping_network(z)
 
     def forward(self, x, style):

@@ -51,8 +51,8 @@ def tiny_ckpt(tmp_path_factory):
     return path
 
 
-def posed_image_folder(root, count):
-    """A training folder of `count` random 20x20 images with FFHQ-style pose files (seeded)."""
+def posed_image_folder(root, count, size=20):
+    """A training folder of `count` random size x size images with FFHQ-style pose files (seeded)."""
     import numpy as np
     import scipy.io
     from PIL import Image
@@ -60,6 +60,6 @@ def posed_image_folder(root, count):
     rng = np.random.default_rng(0)
     (root / 'poses').mkdir(parents=True)
     for i in range(count):
-        Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)).save(root / f'{i:05d}.png')
+        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(root / f'{i:05d}.png')
         scipy.io.savemat(root / 'poses' / f'{i:05d}.mat', {'angle': rng.normal(0, 0.1, (1, 3))})
     return str(root)

@@ -211,7 +211,7 @@ def test_a_second_run_into_the_same_folder_is_refused_with_the_holder(tmp_path):
     finally:
         lock.release()
     check_output_dir_free(out)  # released: free again
-    assert not [name for name in os.listdir(out) if name.startswith('step')]
+    assert not out.exists()  # nothing was written: the folder the lock made (and its lock file) are gone
 
 
 def test_a_taken_port_is_a_clear_error_and_no_port_means_a_free_one():
@@ -222,3 +222,14 @@ def test_a_taken_port_is_a_clear_error_and_no_port_means_a_free_one():
         with pytest.raises(ValueError, match=f'--port {taken} is already in use .*leave --port out'):
             resolve_port(taken)
     assert 1024 <= resolve_port(None) <= 65535
+
+
+def test_the_lock_leaves_a_users_folder_and_files_alone(tmp_path):
+    """Only what the lock itself created goes: a folder that existed stays, and so does anything in it."""
+    existing = tmp_path / 'mine'
+    existing.mkdir()
+    OutputDirLock(existing).acquire().release()
+    assert existing.is_dir() and os.listdir(existing) == []
+    (existing / 'notes.txt').write_text('keep')
+    OutputDirLock(existing).acquire().release()
+    assert sorted(os.listdir(existing)) == ['.train.lock', 'notes.txt']

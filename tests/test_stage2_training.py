@@ -24,8 +24,8 @@ from utils.checkpoints import load_file
 pytestmark = pytest.mark.usefixtures('one_thread')  # see conftest.one_thread
 
 
-def data_folder(root, count=4):
-    return posed_image_folder(root, count)
+def data_folder(root, count=4, size=64):
+    return posed_image_folder(root, count, size)
 
 
 def stage1_checkpoint(folder, step=5):
@@ -151,3 +151,35 @@ def test_fresh_stage2_run_needs_the_stage1_file(tmp_path):
     data = data_folder(tmp_path / 'data')
     with pytest.raises(ValueError, match='gram_model_file'):
         train(stage2_config(None), options(data, tmp_path / 'run'), config_name='TINY_GRAMHD')
+
+
+@pytest.mark.parametrize('case', ['no_stage1', 'missing_stage1', 'stage1_of_another_config', 'images_too_small'])
+def test_stage2_bad_input_is_one_line_before_any_work(tmp_path, case, capsys):
+    """train.py answers each way a stage-2 run cannot start with one line naming the file and the expected
+    value, and leaves no output folder behind."""
+    import train as train_script
+
+    paths, _ = stage1_checkpoint(tmp_path / 'stage1')
+    other = tmp_path / 'other_stage1'
+    other_config = configs.get_config('TINY_GRAM')  # hidden_dim_sample 16 like TINY_GRAMHD, z_dim 32, ...
+    other_config['generator']['representation']['kwargs']['hidden_dim'] = 16  # ... but a narrower radiance net
+    save_checkpoint(build_training_run(other_config, None), str(other), 0)
+    stage1_file = {'no_stage1': None, 'missing_stage1': str(tmp_path / 'nope' / 'step000005_generator.pth'),
+                   'stage1_of_another_config': step_paths(str(other), 0)['generator']}.get(case, paths['generator'])
+    data = data_folder(tmp_path / 'data', size=32 if case == 'images_too_small' else 64)
+    out = tmp_path / 'run'
+    arguments = ['--config', 'TINY_GRAMHD', '--data_dir', data, '--output_dir', str(out), '--total_step', '1',
+                 '--num_workers', '0']
+    if stage1_file:
+        arguments += ['--gram_model_file', stage1_file]
+    with pytest.raises(SystemExit) as stopped:
+        train_script.main(arguments)
+    message = str(stopped.value.code)
+    assert message.startswith('error: ') and '\n' not in message
+    expected = {'no_stage1': ['--gram_model_file', 'stepXXXXXX_generator.pth'],
+                'missing_stage1': [stage1_file, 'does not exist'],
+                'stage1_of_another_config': [stage1_file, 'hidden_dim = 16 there, expected 32'],
+                'images_too_small': [os.path.join(data, '00000.png'), 'is 32x32', 'at least 64x64']}[case]
+    assert all(part in message for part in expected), message
+    assert not out.exists()
+    assert 'Traceback' not in capsys.readouterr().err

@@ -70,11 +70,14 @@ class OutputDirLock:
         self.folder = os.fspath(folder)
         self.path = os.path.join(self.folder, LOCK_FILE)
         self.descriptor = None
+        self.created_folder = self.created_file = False
 
     def acquire(self):
         if fcntl is None:
             return self
+        self.created_folder = not os.path.isdir(self.folder)
         os.makedirs(self.folder, exist_ok=True)
+        self.created_file = not os.path.exists(self.path)
         descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -90,6 +93,12 @@ class OutputDirLock:
         if self.descriptor is not None:
             # the file names a holder only while one holds it (the launcher's check must not look like a run)
             os.ftruncate(self.descriptor, 0)
+            # A run that failed before writing anything leaves nothing behind: not its lock file, not the
+            # folder it made. Removed while still locked, so no other run can have taken the lock meanwhile.
+            if self.created_file and os.listdir(self.folder) == [LOCK_FILE]:
+                os.unlink(self.path)
+                if self.created_folder:
+                    os.rmdir(self.folder)
             fcntl.flock(self.descriptor, fcntl.LOCK_UN)
             os.close(self.descriptor)
             self.descriptor = None

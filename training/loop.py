@@ -102,9 +102,9 @@ def _train(config, options, rank, world_size, local_rank, config_name, stop):
     if options['patch_split']:
         gan3d.strip_ranges(config['generator']['kwargs']['img_size'], options['patch_split'])
     dataset = build_dataset(config, options['data_dir'], warn=is_main)  # bad data fails before any model work
+    sr_gan3d.check_stage2_start(config, dataset, bool(options['load_dir']) or has_checkpoint(output_dir))
 
     # --- models, optimizers, EMAs; resume ----------------------------------------------------------------
-    sr_gan3d.check_stage1_weights(config, bool(options['load_dir']) or has_checkpoint(output_dir))
     run = build_training_run(config, config_name, _device(local_rank), rank, world_size,
                              seed=options['seed'] or 0, patch_split=options['patch_split'],
                              training_path=options['training_path'])

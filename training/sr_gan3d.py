@@ -1,6 +1,7 @@
 """GRAM-HD's stage-2 process (official `SRGan3DProcess`): per iteration one D step, then one G step.
 
     train_step(run, real_images, real_poses, step) -> dict of floats (loss terms, grad norms, scale)
+    train_step(..., latents=(z_D, z_G), poses=(poses_D, poses_G))  # given draws, as in stage 1
 
 The generator is a `GramHDGenerator` whose GRAM part holds the stage-1 EMA(0.999) weights
 (`gram_model_file` in the config) and stays frozen; only the feature heads and both SR networks train
@@ -17,13 +18,15 @@ discriminator is `GramEncoderPatchDiscriminator` (logit, pose, patch logits), tr
 Means are over the batch and the patch positions. Everything else (AMP, loss-scale floor, gradient
 averaging over ranks, clipping, EMA updates, per-step random streams) is the stage-1 machinery of gan3d.py.
 """
-import torch
+import os
+
 import torch.nn.functional as F
+from PIL import Image
 
 from generators.super_resolution import bicubic_downsample
 
 from . import gan3d
-from .gan3d import _process_kwargs, _sample_poses, finish_generator_step, frozen, run_iteration
+from .gan3d import _chunks, _latents, _process_kwargs, _sample_poses, finish_generator_step, frozen, run_iteration
 from .losses import check_finite, d_adversarial, g_adversarial, pose_loss, r1_penalty
 
 
@@ -46,15 +49,30 @@ def _settings(run):
     return kwargs, chunk, use_patch, patch_lambda
 
 
-def check_stage1_weights(config, resuming):
-    """A fresh stage-2 run needs the stage-1 GRAM: refuse to start one without `gram_model_file` (a resumed
-    run takes the GRAM part from its own generator checkpoint)."""
-    if config['process']['class'] != 'SRGan3DProcess' or resuming:
+def check_stage2_start(config, dataset, resuming):
+    """Refuse, before any model is built, a stage-2 run that cannot learn what it should: a fresh run
+    without the stage-1 GRAM (`gram_model_file`; a resumed run takes it from its own generator checkpoint),
+    or real images smaller than the HR size, which the loader would up-sample: the SR nets would then learn
+    to paint that blur. (Larger images are down-sampled, as the official transform does.)"""
+    if config['process']['class'] != 'SRGan3DProcess':
         return
-    if not config['generator']['kwargs'].get('gram_model_file'):
+    if not resuming and not config['generator']['kwargs'].get('gram_model_file'):
         raise ValueError("GRAM-HD stage 2 starts from a trained GRAM: pass --gram_model_file (or set "
                          "config['generator']['kwargs']['gram_model_file']) to the stage-1 "
                          "stepXXXXXX_generator.pth (its sibling stepXXXXXX_ema.pth supplies the EMA weights)")
+    stage1_file = config['generator']['kwargs'].get('gram_model_file')
+    if not resuming and not os.path.isfile(stage1_file):
+        raise ValueError(f"stage-1 file {stage1_file} (--gram_model_file) does not exist; expected a stage-1 "
+                         "stepXXXXXX_generator.pth or one of this project's GRAM checkpoints")
+    hr_size = int(config['generator']['kwargs']['img_size'])
+    for index in sorted({0, len(dataset) - 1}):
+        path = dataset.image_path(index)
+        with Image.open(path) as image:
+            width, height = image.size
+        if min(width, height) < hr_size:
+            raise ValueError(f"{path} is {width}x{height}, but stage 2 trains its super-resolution at "
+                             f"{hr_size}x{hr_size} (generator.kwargs.img_size): expected real images of at least "
+                             f"{hr_size}x{hr_size} (preprocess_dataset.py --size {hr_size} or more)")
 
 
 def _check_run(run):
@@ -66,12 +84,12 @@ def _check_run(run):
                          "process.kwargs.batch_split instead")
 
 
-def discriminator_step(run, real_images, real_poses, rng, step):
+def discriminator_step(run, real_images, real_poses, rng, step, z=None, poses=None):
     kwargs, _, use_patch, patch_lambda = _settings(run)
     generator, discriminator = run.generator, run.discriminator
     # D sees the HR image only; the LR image and the maps matter for G's consistency loss.
     fakes, fake_poses = gan3d.draw_fakes(run, real_images.shape[0], rng,
-                                         lambda z, pitch, yaw: generator(z, pitch, yaw)[0][0])
+                                         lambda z, pitch, yaw: generator(z, pitch, yaw)[0][0], z, poses)
 
     gamma = float(kwargs.get('r1_lambda', 0))
     use_r1 = gamma > 0 and step % int(kwargs.get('r1_interval', 1)) == 0
@@ -111,15 +129,15 @@ def _generator_chunk(run, z, pitch, yaw, step, batch_split):
     return values
 
 
-def generator_step(run, rng, step):
+def generator_step(run, rng, step, z=None, poses=None):
     _, chunk, _, _ = _settings(run)
-    z = torch.randn(run.config['global']['batch_size'], run.generator.z_dim, generator=rng)
-    chunks = z.split(chunk)
+    z = _latents(run, int(run.config['global']['batch_size']), rng, z)
+    chunks = list(_chunks(z, chunk, poses))
     run.optimizer_G.zero_grad(set_to_none=True)
     chunk_values = []
     with frozen(run.discriminator):
-        for z_chunk in chunks:
-            pitch, yaw = _sample_poses(run, z_chunk.shape[0], rng)
+        for z_chunk, given_poses in chunks:
+            pitch, yaw = _sample_poses(run, z_chunk.shape[0], rng, given_poses)
             chunk_values.append(_generator_chunk(run, z_chunk.to(run.device), pitch, yaw, step, len(chunks)))
     values = finish_generator_step(run, chunk_values)
     values['g_cons'] = values['g_cons_image'] + values['g_cons_maps']
@@ -127,7 +145,17 @@ def generator_step(run, rng, step):
     return values
 
 
-def train_step(run, real_images, real_poses, step):
-    """One iteration: D step on (real_images [B, 3, S, S], real_poses [B, 2]) and HR fakes, then G step."""
+def train_step(run, real_images, real_poses, step, latents=None, poses=None):
+    """One iteration: D step on (real_images [B, 3, S, S], real_poses [B, 2]) and HR fakes, then G step.
+
+    latents = (z_D, z_G) and poses = (poses_D, poses_G) replace the step's own draws, as in stage 1's
+    `gan3d.train_step` (tests/test_train_step_fixture_hd.py replays the official stage-2 step with them).
+    """
     _check_run(run)
-    return run_iteration(run, real_images, real_poses, step, discriminator_step, generator_step)
+    z_D, z_G = (None, None) if latents is None else latents
+    poses_D, poses_G = (None, None) if poses is None else poses
+    return run_iteration(
+        run, real_images, real_poses, step,
+        lambda run, images, image_poses, rng, step: discriminator_step(run, images, image_poses, rng, step,
+                                                                        z_D, poses_D),
+        lambda run, rng, step: generator_step(run, rng, step, z_G, poses_G))
