@@ -142,7 +142,7 @@ def render_sweep(generator, seed, pitch, yaw, truncation_psi=1.0, device='cpu', 
 
 def evaluate_consistency(generator, seeds, num_views=DEFAULT_NUM_VIEWS, yaw_range=DEFAULT_YAW_RANGE,
                          truncation_psi=1.0, depth_tolerance=DEFAULT_DEPTH_TOLERANCE, device='cpu',
-                         progress=None, image_size=None):
+                         progress=None, render_size=None):
     """The consistency score of a generator: {psnr_mean, psnr_std, l1_mean, l1_std, covisible_mean,
     per_seed: [...], protocol: {...}}."""
     seeds = list(seeds)
@@ -153,7 +153,7 @@ def evaluate_consistency(generator, seeds, num_views=DEFAULT_NUM_VIEWS, yaw_rang
     per_seed = []
     image_size = None
     for seed in seeds:
-        images, depths = render_sweep(generator, seed, pitch, yaw, truncation_psi, device, image_size)
+        images, depths = render_sweep(generator, seed, pitch, yaw, truncation_psi, device, render_size)
         image_size = images.shape[-1]
         scores = reprojection_scores(images, depths, pitch, yaw, fov, depth_tolerance)
         per_seed.append(dict(seed=int(seed), **scores))
