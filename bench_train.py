@@ -6,7 +6,8 @@
     python bench_train.py --config FFHQ_default --saved_only --training_path plain  # sizes the G graph only
 
 Real images are random tensors and real poses come from the camera prior, so no dataset is needed; the
-step is the training one (training.gan3d.train_step), AMP on CUDA, fp32 on CPU. The first iteration is
+step is the config's training one (stage 1 `training.gan3d`, GRAM-HD stage 2 `training.sr_gan3d`; the
+stage-2 GRAM part is random here, the cost is the same), AMP on CUDA, fp32 on CPU. The first iteration is
 reported separately (allocator and cuDNN warm-up). Peak memory is CUDA max allocated on GPU, the
 process's peak RSS on CPU (a high-water mark of the whole process, model building included), and the peak
 above what was held before step 0.
@@ -27,7 +28,8 @@ import configs
 from bench import current_memory_mb, peak_memory_mb, synchronize  # the rendering benchmark's timing/memory conventions
 from generators import build_generator
 from generators.gram import RADIANCE_PATHS, resolve_radiance_path
-from training.gan3d import strip_ranges, train_step
+from training.gan3d import strip_ranges
+from training.loop import process_step
 from training.state import build_training_run
 from utils.cli import positive_int
 
@@ -72,6 +74,7 @@ def benchmark(config_name, iterations=3, batch_size=None, patch_split=None, devi
     # working memory (activations, gradients, optimizer states), the part the training paths change.
     start_memory = current_memory_mb(str(device))
     seconds = []
+    train_step = process_step(config)
     for step in range(iterations + 1):
         synchronize(str(device))
         started = time.perf_counter()

@@ -270,18 +270,20 @@ SYNTH_CPU_HEADS['process']['kwargs']['pos_lambda'] = 5.0
 SYNTH_CPU_HD = _gramhd_config(256, 'FFHQ')
 SYNTH_CPU_HD['global']['img_size'] = 128
 SYNTH_CPU_HD['process']['kwargs']['batch_split'] = 1  # the official 4 bounds GPU memory; a CPU has plenty
-# README "Learning super-resolution": with the official x1 consistency and x15 pose loss on fakes, the pose
-# term is most of G's loss and the SR nets spend hundreds of steps before the heads show through their
-# textures. The consistency at x10 (GRAMHD1024's value) and the fakes' pose loss at x5 (as SYNTH_CPU_HEADS).
-SYNTH_CPU_HD['process']['kwargs'].update(cons_lambda=10.0, pos_lambda=5.0)
+# README "Learning super-resolution" (runs S1-S4): the official weights let G's pose term and D's pose terms
+# decide the direction of Adam's steps, so the encoder D stays at chance and G's only view of the SR nets'
+# pixel-scale artefacts, the PatchGAN (x0.1), is drowned; the consistency loss cannot see them (they vanish
+# in the x4 bicubic down-sampling). Here: consistency x10 (GRAMHD1024's value), PatchGAN x1, pose terms x1.
+SYNTH_CPU_HD['process']['kwargs'].update(cons_lambda=10.0, patch_lambda=1.0, pos_lambda=1.0, real_pos_lambda=1.0)
 SYNTH_CPU_HD['generator']['kwargs'].update(SYNTH_CPU_HEADS['generator']['kwargs'], img_size=128, lr_img_size=32,
                                            feature_dim=8)
 SYNTH_CPU_HD['generator']['representation'] = copy.deepcopy(SYNTH_CPU_HEADS['generator']['representation'])
 SYNTH_CPU_HD['generator']['renderer']['kwargs'] = copy.deepcopy(SYNTH_CPU_HEADS['generator']['renderer']['kwargs'])
 SYNTH_CPU_HD['generator']['super_resolution']['kwargs'] = {
     # w_dim = z_dim (the SR mapping network's input); styles 16 + 16 | 16 | 16 = 64 wide.
+    # global_residual (not official): the SR nets start as the bicubic up-sampling of the LR textures (S4).
     'fg': {'w_dim': 64, 'nf': 16, 'nb': 1, 'gc': 8, 'up_channels': [16, 16], 'to_rgb_ks': 1,
-           'use_pixel_shuffle': True},
+           'use_pixel_shuffle': True, 'global_residual': True},
     'bg': {'nf': 16, 'nb': 1, 'gc': 8, 'up_channels': [16, 8], 'use_pixel_shuffle': False, 'global_residual': True},
 }
 SYNTH_CPU_HD['discriminator']['kwargs'].update(img_size=128, max_channels=32)

@@ -26,6 +26,8 @@ RESIDUAL_SCALE = 0.2
 LEAKY_SLOPE = 0.2
 # StyleGAN2 demodulation epsilon.
 DEMODULATION_EPS = 1e-8
+# The foreground global residual's alpha floor: an empty LR texel (alpha 0) starts at sigmoid(logit(1e-4)).
+RESIDUAL_ALPHA_EPS = 1e-4
 
 
 def _lrelu(x):
@@ -138,10 +140,18 @@ class StyleRRDBNet(_RRDBTrunk):
     `w_dim` is, as in the official `StyleRRDBNet`, the *input* width of the mapping network, which receives
     the latent z; the style width `style_dim` follows from the channels (nf + sum(up_channels[:-1]) +
     2 * up_channels[-1]). Every released config has 256 for both.
+
+    Not official: `global_residual=True` adds the input's own up-sampling, as the background net does:
+    rgb = bicubic(LR rgb) + g * net_rgb, raw alpha = logit(bicubic(LR alpha)) + g * net_alpha, with a learnt
+    gain g (`residual_gain`, zero at init, since a zero-initialised modulated conv cannot learn: demodulation
+    divides by its norm). An untrained net is then exactly the bicubic up-sampling of the LR textures, where
+    the official one starts as noise with every alpha near 0.5; from there, Adam's steps of about lr per
+    step take tens of thousands of steps to make the empty texels transparent (README "Learning
+    super-resolution"). Off in every official config (no `residual_gain` key).
     """
 
     def __init__(self, in_nc, out_nc, scale, w_dim=256, nf=64, nb=8, gc=32, up_channels=(64, 64), to_rgb_ks=1,
-                 use_pixel_shuffle=True):
+                 use_pixel_shuffle=True, global_residual=False):
         super().__init__()
         if not use_pixel_shuffle:
             raise ValueError("StyleRRDBNet up-samples by pixel shuffle only (the official configs all do)")
@@ -157,6 +167,12 @@ class StyleRRDBNet(_RRDBTrunk):
         self.style_sizes = [conv.in_channels for conv in self.modulated_convs()]
         self.style_dim = sum(self.style_sizes)
         self.mapping_network = MappingNetwork(w_dim, 256, self.style_dim, last_layer_scale=1.0, split_output=False)
+        self.global_residual = bool(global_residual)
+        if self.global_residual:
+            if out_nc != 4 or in_nc < 4:
+                raise ValueError(f"global_residual up-samples the input's rgb + alpha: needs in_nc >= 4 and out_nc 4, "
+                                 f"got {in_nc} and {out_nc}")
+            self.residual_gain = nn.Parameter(torch.zeros(()))
 
     def modulated_convs(self):
         return list(self.upconvs) + [self.HRconv, self.conv_last]
@@ -171,7 +187,12 @@ class StyleRRDBNet(_RRDBTrunk):
         for conv, style_slice in zip(self.upconvs, slices):
             features = _lrelu(F.pixel_shuffle(conv(features, style_slice), 2))
         features = _lrelu(self.HRconv(features, slices[-2]))
-        return self.conv_last(features, slices[-1])
+        out = self.conv_last(features, slices[-1])
+        if not self.global_residual:
+            return out
+        base = bicubic_upsample(x[:, :4].float(), self.scale)
+        alpha = base[:, 3:4].clamp(RESIDUAL_ALPHA_EPS, 1 - RESIDUAL_ALPHA_EPS)
+        return torch.cat([base[:, :3], torch.logit(alpha)], dim=1).to(out.dtype) + self.residual_gain * out
 
 
 class RRDBNet(_RRDBTrunk):

@@ -279,3 +279,39 @@ def test_inference_writes_hr_and_lr_outputs(tmp_path, monkeypatch, view_type, fi
         from PIL import Image
         assert Image.open(tmp_path / 'grid_3.png').size == (3 * 64, 64)
         assert Image.open(tmp_path / 'grid_3_lr.png').size == (3 * 16, 16)
+
+
+def test_foreground_global_residual_starts_as_the_bicubic_up_sampling(one_thread):
+    """SYNTH_CPU_HD's non-official foreground residual: an untrained SR net is exactly the bicubic up-sampling
+    of the LR rgb and alpha (so its HR render is close to the LR one), learns through its zero-initialised
+    gain, and adds no key to the official configs."""
+    from generators.super_resolution import StyleRRDBNet
+
+    torch.manual_seed(0)
+    net = StyleRRDBNet(12, 4, 4, w_dim=8, nf=8, nb=1, gc=4, up_channels=[8, 8], global_residual=True)
+    lr = torch.rand(6, 12, 8, 8)
+    lr[:, 3] = torch.where(lr[:, 3] > 0.5, lr[:, 3], torch.zeros_like(lr[:, 3]))  # empty texels: alpha 0
+    styles = net.styles(torch.randn(2, 8))
+    out = net(lr, styles)
+    assert torch.equal(out[:, :3], bicubic_upsample(lr[:, :3], 4))
+    expected_alpha = bicubic_upsample(lr[:, 3:4], 4).clamp(1e-4, 1 - 1e-4)
+    assert torch.allclose(torch.sigmoid(out[:, 3:]), expected_alpha, atol=1e-6)
+    out.square().mean().backward()
+    assert net.residual_gain.grad.abs() > 0  # the gain learns first; the net's own weights follow through it
+    with torch.no_grad():
+        net.residual_gain.fill_(1.0)
+    assert (net(lr, styles)[:, :3] - bicubic_upsample(lr[:, :3], 4)).abs().max() > 1e-3
+    assert 'super_resolution.residual_gain' not in build_generator('GRAMHD256_FFHQ').state_dict()
+
+    # Rendered: the HR image of an untrained generator is consistent with its LR image only with the residual.
+    def cross_resolution_mse(global_residual):
+        config = configs.get_config('TINY_GRAMHD')
+        config['generator']['super_resolution']['kwargs']['fg']['global_residual'] = global_residual
+        torch.manual_seed(3)
+        generator = build_generator(config).eval()
+        with torch.no_grad():
+            hr, lr_image = generator.render(torch.randn(2, 32), torch.full((2,), math.pi / 2),
+                                            torch.full((2,), math.pi / 2), lock_view_dependence=True,
+                                            return_lr=True)
+        return (bicubic_downsample(hr, 4) - lr_image).square().mean().item()
+    assert cross_resolution_mse(True) < 0.05 * cross_resolution_mse(False)
