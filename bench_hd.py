@@ -14,6 +14,7 @@ cost, so random weights of the config are used unless --ckpt is given. Timings a
 """
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -97,6 +98,7 @@ def main(argv=None):
     for name in names:
         if args.ckpt:
             generator = load_generator(args.ckpt, config=name)
+            name = os.path.basename(args.ckpt)  # our checkpoints carry their own config; --sizes is not theirs
         else:
             torch.manual_seed(0)
             generator = build_generator(name).eval()
