@@ -229,15 +229,18 @@ def finish_generator_step(run, chunk_values):
     return values
 
 
-def run_iteration(run, real_images, real_poses, step, discriminator_step, generator_step):
+def run_iteration(run, real_images, real_poses, step, discriminator_step, generator_step, latents=None, poses=None):
     """One iteration of either stage: the step's random stream, the loss-scale floor, the D step, the G step.
-    discriminator_step(run, real_images, real_poses, rng, step) and generator_step(run, rng, step) return
-    dicts of logged values."""
+    discriminator_step(run, real_images, real_poses, rng, step, z, poses) and generator_step(run, rng, step,
+    z, poses) return dicts of logged values; latents = (z_D, z_G) and poses = (poses_D, poses_G), when given,
+    replace their draws (see train_step)."""
+    z_D, z_G = (None, None) if latents is None else latents
+    poses_D, poses_G = (None, None) if poses is None else poses
     rng = step_generator(run.seed, run.rank, step)
     if run.scaler.is_enabled() and run.scaler.get_scale() < 1:
         run.scaler.update(1.0)  # official floor: the scale never stays below 1
-    values = discriminator_step(run, real_images, real_poses, rng, step)
-    values.update(generator_step(run, rng, step))
+    values = discriminator_step(run, real_images, real_poses, rng, step, z_D, poses_D)
+    values.update(generator_step(run, rng, step, z_G, poses_G))
     values['scale'] = run.scaler.get_scale() if run.scaler.is_enabled() else 1.0
     return values
 
@@ -249,10 +252,4 @@ def train_step(run, real_images, real_poses, step, latents=None, poses=None):
     the step's own draws (either may be given alone); everything else still comes from the step's random
     stream. This is how one iteration is replayed against the official code (tests/test_train_step_fixture.py).
     """
-    z_D, z_G = (None, None) if latents is None else latents
-    poses_D, poses_G = (None, None) if poses is None else poses
-    return run_iteration(
-        run, real_images, real_poses, step,
-        lambda run, images, image_poses, rng, step: discriminator_step(run, images, image_poses, rng, step,
-                                                                        z_D, poses_D),
-        lambda run, rng, step: generator_step(run, rng, step, z_G, poses_G))
+    return run_iteration(run, real_images, real_poses, step, discriminator_step, generator_step, latents, poses)

@@ -152,10 +152,4 @@ def train_step(run, real_images, real_poses, step, latents=None, poses=None):
     `gan3d.train_step` (tests/test_train_step_fixture_hd.py replays the official stage-2 step with them).
     """
     _check_run(run)
-    z_D, z_G = (None, None) if latents is None else latents
-    poses_D, poses_G = (None, None) if poses is None else poses
-    return run_iteration(
-        run, real_images, real_poses, step,
-        lambda run, images, image_poses, rng, step: discriminator_step(run, images, image_poses, rng, step,
-                                                                        z_D, poses_D),
-        lambda run, rng, step: generator_step(run, rng, step, z_G, poses_G))
+    return run_iteration(run, real_images, real_poses, step, discriminator_step, generator_step, latents, poses)
