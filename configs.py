@@ -264,18 +264,20 @@ SYNTH_CPU_HEADS['process']['kwargs']['pos_lambda'] = 5.0
 
 # GRAM-HD stage 2 on the procedural heads, CPU: the shipped SYNTH_CPU_HEADS model (32x32) frozen as the
 # GRAM part, its manifolds super-resolved x4 to 128x128 (the 256 layout's two up-sampling stages). The
-# losses, lrs, clipping, R1, batch of 4 and PatchGAN are GRAMHD256's, with the loss weights below; the SR
+# losses, G lr, clipping, R1, batch of 4 and PatchGAN are GRAMHD256's, with the changes below; the SR
 # nets and the encoder D are narrow so that a step takes seconds on 2 cores. Train on heads rendered at
-# 128x128 with the stage-1 data's pose prior (--yaw_std 0.6 --pitch_std 0.3). It does not learn yet: README
-# "Stage 2 on the procedural heads".
+# 128x128 with the stage-1 data's pose prior (--yaw_std 0.6 --pitch_std 0.3). It has only begun to learn:
+# README "Stage 2 on the procedural heads".
 SYNTH_CPU_HD = _gramhd_config(256, 'FFHQ')
 SYNTH_CPU_HD['global']['img_size'] = 128
 SYNTH_CPU_HD['process']['kwargs']['batch_split'] = 1  # the official 4 bounds GPU memory; a CPU has plenty
-# README "Learning super-resolution" (runs S1-S4): with the official weights the pose terms are most of G's
+# README "Learning super-resolution" (runs S1-S5): with the official weights the pose terms are most of G's
 # loss, and the PatchGAN's x0.1 share, G's only view of the SR nets' pixel-scale artefacts (the consistency
 # loss cannot see them: they vanish in the x4 bicubic down-sampling), is drowned. Here: consistency x10
 # (GRAMHD1024's value), PatchGAN x1, pose terms x1.
 SYNTH_CPU_HD['process']['kwargs'].update(cons_lambda=10.0, patch_lambda=1.0, pos_lambda=1.0, real_pos_lambda=1.0)
+# S5: D's lr x5 (1e-3); with the official 2e-4 neither D head left chance in 1000 steps (S4).
+SYNTH_CPU_HD['optimizer']['disc_lr'] = 1e-3
 SYNTH_CPU_HD['generator']['kwargs'].update(SYNTH_CPU_HEADS['generator']['kwargs'], img_size=128, lr_img_size=32,
                                            feature_dim=8)
 SYNTH_CPU_HD['generator']['representation'] = copy.deepcopy(SYNTH_CPU_HEADS['generator']['representation'])
