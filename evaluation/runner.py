@@ -302,23 +302,18 @@ def evaluate(options):
         if json_name is None:
             json_name = f'{name}-' + fidelity.sanitize_name(os.path.splitext(os.path.basename(options.ckpt))[0])
 
-    if 'consistency' in metrics:
+    if {'consistency', 'cross_resolution'} & set(metrics):
         from utils.seeds import parse_seeds
 
         try:
             seeds = parse_seeds(options.consistency_seeds)
         except ValueError as error:
             raise EvaluationError(f"--consistency_seeds: {error}") from error
+    if 'consistency' in metrics:
         checkpoint_metric('consistency', len(seeds), 'seed', lambda progress: consistency_metric.evaluate_consistency(
             generator, seeds, options.consistency_views, options.consistency_yaw_range, options.truncation,
             options.depth_tolerance, options.device, progress, getattr(options, 'consistency_size', None)))
     if 'cross_resolution' in metrics:
-        from utils.seeds import parse_seeds
-
-        try:
-            seeds = parse_seeds(options.consistency_seeds)
-        except ValueError as error:
-            raise EvaluationError(f"--consistency_seeds: {error}") from error
         checkpoint_metric('cross_resolution', len(seeds), 'seed',
                           lambda progress: cross_resolution_metric.evaluate_cross_resolution(
             generator, seeds, options.consistency_views, options.consistency_yaw_range, options.truncation,

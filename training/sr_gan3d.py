@@ -56,11 +56,11 @@ def check_stage2_start(config, dataset, resuming):
     to paint that blur. (Larger images are down-sampled, as the official transform does.)"""
     if config['process']['class'] != 'SRGan3DProcess':
         return
-    if not resuming and not config['generator']['kwargs'].get('gram_model_file'):
+    stage1_file = config['generator']['kwargs'].get('gram_model_file')
+    if not resuming and not stage1_file:
         raise ValueError("GRAM-HD stage 2 starts from a trained GRAM: pass --gram_model_file (or set "
                          "config['generator']['kwargs']['gram_model_file']) to the stage-1 "
                          "stepXXXXXX_generator.pth (its sibling stepXXXXXX_ema.pth supplies the EMA weights)")
-    stage1_file = config['generator']['kwargs'].get('gram_model_file')
     if not resuming and not os.path.isfile(stage1_file):
         raise ValueError(f"stage-1 file {stage1_file} (--gram_model_file) does not exist; expected a stage-1 "
                          "stepXXXXXX_generator.pth or one of this project's GRAM checkpoints")
