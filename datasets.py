@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from utils.images import read_rgb
+
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg')
 POSE_FOLDER = 'poses'
 # Names listed in a message before it says "and N more".
@@ -111,11 +113,10 @@ class PosedImageFolder(torch.utils.data.Dataset):
         as the official transform does)."""
         path = self.image_path(index)
         try:
-            with Image.open(path) as image:
-                image = image.convert('RGB')
-                if image.size != (self.img_size, self.img_size):
-                    image = image.resize((self.img_size, self.img_size), Image.Resampling.LANCZOS)
-                array = np.array(image, dtype=np.uint8)  # a writable copy for torch.from_numpy
+            image = read_rgb(path)  # the reader of preprocessing and evaluation: 16-bit, alpha, palette alike
+            if image.size != (self.img_size, self.img_size):
+                image = image.resize((self.img_size, self.img_size), Image.Resampling.LANCZOS)
+            array = np.array(image, dtype=np.uint8)  # a writable copy for torch.from_numpy
         # PIL signals some broken chunks with SyntaxError, besides OSError for truncated/unknown files.
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
             # PIL quotes the path in its message; the path is already named once.

@@ -28,8 +28,8 @@ import sys
 from evaluation import consistency, geometry
 from evaluation.fidelity import EvaluationError
 from evaluation.runner import evaluate, summary_lines
-from utils.cli import (HelpFormatter, check_can_create, default_device, device, finite_float, nonnegative_int,
-                       positive_float, positive_int, seed)
+from utils.cli import (HelpFormatter, check_can_create, default_device, device, nonnegative_int, output_folder,
+                       positive_float, positive_int, seed, truncation)
 
 
 def build_parser():
@@ -56,7 +56,8 @@ def build_parser():
     group = parser.add_argument_group('fakes from a checkpoint')
     group.add_argument('--ckpt', default=None, help='generator checkpoint (ours, or official with --config)')
     group.add_argument('--config', default=None, help='config name, needed for official checkpoints')
-    group.add_argument('--truncation', type=finite_float, default=1.0, help='psi for fakes and consistency (1.0 = off)')
+    group.add_argument('--truncation', type=truncation, default=1.0,
+                       help='psi in [0, 1] for fakes and consistency (1.0 = off)')
 
     group = parser.add_argument_group('metrics and engine')
     group.add_argument('--num_real', type=positive_int, default=None, help='real images to use (default: all)')
@@ -105,7 +106,8 @@ def run(argv=None, **overrides):
         check_can_create(options.output_json, '--output_json')
     check_can_create(options.tmp_dir, '--tmp_dir', folder=True)
     try:
-        result = evaluate(options)
+        with output_folder(options.tmp_dir, '--tmp_dir'):  # removed again when a failed run wrote nothing
+            result = evaluate(options)
     except (EvaluationError, CheckpointError, FileNotFoundError) as error:
         raise SystemExit(f"error: {error}") from error
     print('\n'.join(summary_lines(result)))

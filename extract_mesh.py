@@ -29,12 +29,18 @@ from tqdm import tqdm
 
 from generators import surfaces
 from inference import DEMO_CHECKPOINT, load_or_exit, seeds_or_exit
-from utils.cli import HelpFormatter, default_device, device, finite_float, positive_int, seed_list
+from utils.cli import (HelpFormatter, default_device, device, finite_float, output_folder, positive_int, seed_list,
+                       truncation)
 from utils.images import save_png
+from utils.resources import require_memory
 from utils.meshes import MESH_FORMATS, colors_to_uint8, make_mesh, render_mesh_preview, save_mesh, save_mrc
 from utils.seeds import latent_for_seed
 
 DEFAULT_RESOLUTION = 128  # about 20 s per seed for the shipped model on one CPU core; use 256+ on a GPU
+# Bytes per grid sample held at once: the float32 volume, marching cubes' working copies and the sample
+# coordinates of a slab; and per point of a network call (--chunk): the widest layers' activations.
+VOLUME_BYTES_PER_SAMPLE = 16
+CHUNK_BYTES_PER_POINT = 8 * 1024
 
 
 def build_parser():
@@ -52,7 +58,7 @@ def build_parser():
     parser.add_argument('--half_extent', type=finite_float, default=None,
                         help='half side h of the cube [-h, h]^3 in world units (default: the rays\' depth band, '
                              '0.12 for faces/cats, 0.3 for CARLA)')
-    parser.add_argument('--truncation', type=finite_float, default=0.7, help='psi, as inference.py (1.0 = none)')
+    parser.add_argument('--truncation', type=truncation, default=0.7, help='psi in [0, 1], as inference.py (1.0 = none)')
     parser.add_argument('--formats', default='ply', help=f"comma list of {', '.join(MESH_FORMATS)}; ply always")
     parser.add_argument('--color_view', default='normal', choices=('normal', 'frontal'),
                         help='colour each vertex as seen along its normal (default) or from the frontal camera')
@@ -72,8 +78,6 @@ def check_args(args):
         raise SystemExit(f"--level is an alpha in (0, 1), got {args.level}")
     if args.half_extent is not None and not 0 < args.half_extent <= 1:
         raise SystemExit(f"--half_extent must be in (0, 1] (world units, camera radius 1), got {args.half_extent}")
-    if not 0 <= args.truncation <= 1:
-        raise SystemExit(f"--truncation must be in [0, 1], got {args.truncation}")
     formats = [name.strip().lower().lstrip('.') for name in args.formats.split(',') if name.strip()]
     for name in formats:
         if name not in MESH_FORMATS:
@@ -99,7 +103,7 @@ def manifold_surfaces(generator, resolution, half_extent, chunk, progress):
 
 
 def extract_seed(generator, seed, args, half_extent, progress, manifolds=None):
-    """Write the files of one seed; returns a one-line summary."""
+    """Write the files of one seed; returns (a one-line summary, whether the alpha mesh was written)."""
     device = next(generator.parameters()).device
     z = latent_for_seed(seed, generator.z_dim).to(device)
     field = surfaces.LatentField.from_latent(generator, z, args.truncation, args.chunk)
@@ -125,9 +129,11 @@ def extract_seed(generator, seed, args, half_extent, progress, manifolds=None):
             save_png(render_mesh_preview(vertices, faces, colors_to_uint8(rgb), half_extent),
                      os.path.join(args.output_dir, f'mesh_{seed}.png'))
         summary += f"mesh: {len(vertices)} vertices, {len(faces)} faces, watertight {mesh.is_watertight}"
+    elif float(volume.max()) <= 0:
+        summary += "no mesh written: alpha is 0 everywhere in the cube (the model is fully transparent there)"
     else:
-        summary += (f"no mesh written: alpha never reaches --level {level} (the model is nearly transparent "
-                    f"in the cube; a --level inside that range shows its faint structure)")
+        summary += (f"no mesh written: alpha peaks at {float(volume.max()):.3g} in the cube, below --level {level:g}; "
+                    f"pass a --level below {float(volume.max()):.3g}")
     if manifolds is not None:
         m_vertices, m_faces, m_normals, _ = manifolds
         m_rgb, m_alpha = surfaces.vertex_colors(field, m_vertices, m_normals, args.color_view)
@@ -138,7 +144,7 @@ def extract_seed(generator, seed, args, half_extent, progress, manifolds=None):
                                          composite_alpha=True),
                      os.path.join(args.output_dir, f'manifolds_{seed}.png'))
         summary += f"; manifolds: {len(m_vertices)} vertices, alpha <= {float(m_alpha.max(initial=0)):.3g}"
-    return summary
+    return summary, bool(len(faces))
 
 
 def main(argv=None):
@@ -148,20 +154,33 @@ def main(argv=None):
         if not os.path.isfile(DEMO_CHECKPOINT):
             raise SystemExit(f"no --ckpt given and the shipped model {DEMO_CHECKPOINT} is missing")
         args.ckpt = DEMO_CHECKPOINT
-    generator = load_or_exit(args.ckpt, args.config, args.device)
-    half_extent = args.half_extent or surfaces.default_half_extent(generator)
-    os.makedirs(args.output_dir, exist_ok=True)
-    start = time.time()
-    total = args.resolution * (len(seeds) + (1 if args.manifolds else 0))
-    with tqdm(total=total, desc='volume slabs', unit='slab') as progress:
-        manifolds = None
-        if args.manifolds:
-            manifolds = manifold_surfaces(generator, args.resolution, half_extent, args.chunk, progress)
-        summaries = [extract_seed(generator, seed, args, half_extent, progress, manifolds) for seed in seeds]
-    for summary in summaries:
-        print(summary)
-    print(f"wrote meshes of {len(seeds)} seed(s) to {args.output_dir} in {time.time() - start:.1f} s "
-          f"({args.resolution}^3 grid over [-{half_extent:g}, {half_extent:g}]^3)")
+    volumes = 2 if args.manifolds else 1  # the manifold field's volume is kept while each seed's is built
+    require_memory(volumes * args.resolution ** 3 * VOLUME_BYTES_PER_SAMPLE + args.chunk * CHUNK_BYTES_PER_POINT,
+                   f"--resolution {args.resolution} ({volumes} x {args.resolution}^3 grid samples) with --chunk "
+                   f"{args.chunk}", args.device, advice='use a smaller --resolution or --chunk')
+    with output_folder(args.output_dir):  # checked before the model loads; removed again if nothing is written
+        generator = load_or_exit(args.ckpt, args.config, args.device)
+        half_extent = args.half_extent or surfaces.default_half_extent(generator)
+        start = time.time()
+        total = args.resolution * (len(seeds) + (1 if args.manifolds else 0))
+        try:
+            with tqdm(total=total, desc='volume slabs', unit='slab') as progress:
+                manifolds = None
+                if args.manifolds:
+                    manifolds = manifold_surfaces(generator, args.resolution, half_extent, args.chunk, progress)
+                results = [extract_seed(generator, seed, args, half_extent, progress, manifolds) for seed in seeds]
+        except OSError as error:  # a disk that fills up or a folder removed while writing
+            raise SystemExit(f"error: cannot write to --output_dir {args.output_dir}: {error.strerror or error} "
+                             f"({error.filename or 'while saving'})")
+        for summary, _ in results:
+            print(summary)
+        missing = [seed for seed, (_, written) in zip(seeds, results) if not written]
+        print(f"wrote meshes of {len(seeds) - len(missing)} of {len(seeds)} seed(s) to {args.output_dir} in "
+              f"{time.time() - start:.1f} s ({args.resolution}^3 grid over [-{half_extent:g}, {half_extent:g}]^3)")
+        if missing:  # exits non-zero: a script or a batch job must not take "no mesh" for a mesh
+            reason = next(summary for summary, written in results if not written).split('no mesh written: ')[-1]
+            raise SystemExit(f"error: no mesh for seed(s) {', '.join(map(str, missing))}: {reason}")
+    return 0
 
 
 if __name__ == '__main__':

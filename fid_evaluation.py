@@ -18,7 +18,7 @@ import os
 import sys
 
 import eval as eval_cli
-from utils.cli import HelpFormatter, device, nonnegative_int, positive_int
+from utils.cli import HelpFormatter, device, nonnegative_int, output_folder, positive_int
 
 
 def build_parser():
@@ -27,7 +27,9 @@ def build_parser():
                         help='checkpoint (the sibling ema.pth is used when present)')
     parser.add_argument('--output_dir', default='./experiments/fid_evaluation/FFHQ_default',
                         help='rendered fakes, metrics.txt and metrics.json')
-    parser.add_argument('--config', default='FFHQ_default', help='config name')
+    parser.add_argument('--config', default=None,
+                        help="config name; official files default to FFHQ_default (the GRAM script's default), "
+                             "checkpoints of this project carry their own")
     parser.add_argument('--num_real_images', type=positive_int, default=8000, help='real images to use')
     parser.add_argument('--num_images', type=positive_int, default=1000, help='fake images to render')
     parser.add_argument('--no_watermark', action='store_true',
@@ -50,7 +52,7 @@ def main(argv=None):
     if args.real_images_dir is None:
         raise SystemExit("error: --real_images_dir is required (GRAM read real images from its dataset loader; "
                          "point this at the preprocessed training images)")
-    eval_argv = ['--ckpt', args.generator_file, '--config', args.config, '--real_images_dir', args.real_images_dir,
+    eval_argv = ['--ckpt', args.generator_file, '--real_images_dir', args.real_images_dir,
                  '--num_real', str(args.num_real_images), '--num_fake', str(args.num_images),
                  '--metrics', 'fid,kid,is', '--truncation', '1.0', '--tmp_dir', args.tmp_dir,
                  '--device', args.device, '--batch_size', str(args.batch_size),
@@ -61,15 +63,18 @@ def main(argv=None):
         eval_argv += ['--feature_extractor_weights', args.feature_extractor_weights]
     if args.num_workers is not None:
         eval_argv += ['--num_workers', str(args.num_workers)]
+    if args.config is not None:
+        eval_argv += ['--config', args.config]
     if args.quiet:
         eval_argv.append('--quiet')
-    result = eval_cli.run(eval_argv, fake_render_dir=args.output_dir, num_real_flag='--num_real_images',
-                          num_fake_flag='--num_images')
-    # GRAM wrote the printed torch-fidelity dict to metrics.txt; ours names the protocol too.
-    metrics = {key: result[key] for key in ('fid', 'kid', 'kid_x100', 'is_mean', 'is_std') if key in result}
-    with open(os.path.join(args.output_dir, 'metrics.txt'), 'w') as stream:
-        stream.write(repr(metrics) + '\n')
-        stream.write('\n'.join(eval_cli.summary_lines(result)) + '\n')
+    with output_folder(args.output_dir):  # a run that fails before rendering leaves no empty folder
+        result = eval_cli.run(eval_argv, fake_render_dir=args.output_dir, num_real_flag='--num_real_images',
+                              num_fake_flag='--num_images', default_config='FFHQ_default')
+        # GRAM wrote the printed torch-fidelity dict to metrics.txt; ours names the protocol too.
+        metrics = {key: result[key] for key in ('fid', 'kid', 'kid_x100', 'is_mean', 'is_std') if key in result}
+        with open(os.path.join(args.output_dir, 'metrics.txt'), 'w') as stream:
+            stream.write(repr(metrics) + '\n')
+            stream.write('\n'.join(eval_cli.summary_lines(result)) + '\n')
     return 0
 
 

@@ -33,9 +33,10 @@ from generators.camera import sample_camera_angles
 from generators.gram import check_inexact_options
 from rendering import interpolation, outputs3d
 from utils.checkpoints import CheckpointError
-from utils.cli import (HelpFormatter, comma_list, default_device, device, finite_float, nonnegative_float,
-                       positive_int, seed_list, writable_dir)
+from utils.cli import (HelpFormatter, comma_list, default_device, device, nonnegative_float, output_folder,
+                       positive_int, seed_list, truncation, warn_ignored)
 from utils.images import add_watermark, make_grid, save_png, save_video, to_uint8
+from utils.resources import format_bytes, require_memory
 from utils.seeds import latent_for_seed, parse_seeds
 
 VIEW_TYPES = ('video', 'multiview1x3', 'multiview3x7', 'rand', 'interpolation')
@@ -231,8 +232,15 @@ def interpolation_setup(args, seeds):
     num_keyframes = args.num_keyframes or max(2, -(-len(seeds) // (rows * cols)))
     if num_keyframes < 2:
         raise SystemExit(f"--num_keyframes must be >= 2 (a video moves between keys), got {num_keyframes}")
+    num_frames = (num_keyframes - 1) * args.frames_per_key + 1
+    # A first bound before the keys are listed and the model loads, with the smallest size a config renders
+    # (32^2); check_job_fits repeats it with the model's real size.
+    size = args.img_size or 32
+    require_memory(num_frames * rows * cols * size * size * 3,
+                   f"--type interpolation ({num_frames} frames x {rows * cols} cell(s) of at least {size}^2 pixels)",
+                   args.device, advice='use fewer --num_keyframes or --frames_per_key, or a smaller --interp_grid')
     keys = interpolation.cell_key_seeds(seeds, rows * cols, num_keyframes)
-    return rows, cols, keys, (num_keyframes - 1) * args.frames_per_key + 1
+    return rows, cols, keys, num_frames
 
 
 def run_interpolation(generator, args, seeds, device):
@@ -298,6 +306,55 @@ DEMO_IMG_SIZE = 128
 DEMO_OUTPUTS = ['rgb', 'depth']
 
 
+# Bytes a render holds per pixel of each latent rendered at once: float colour and depth chunks, their
+# concatenation, the image and its uint8 copy (the manifold samples are chunked: see GramGenerator.render).
+RENDER_BYTES_PER_PIXEL = 64
+
+
+def render_sizes(generator, img_size):
+    """(size of the images written, LR size or None) of a generator rendered with --img_size `img_size`."""
+    if getattr(generator, 'is_hd', False):
+        return int(generator.img_size), int(generator.lr_img_size)
+    return int(img_size or generator.img_size), None
+
+
+def check_job_fits(generator, args, seeds, view_types):
+    """End the program with one line, before anything is rendered, when the images a job holds at once
+    would not fit in memory: every size and count flag (--img_size, --seeds, --batch_size,
+    --frames_per_key, --num_keyframes, --interp_grid) ends up in this estimate."""
+    size, lr_size = render_sizes(generator, args.img_size)
+    pixels = size * size + (lr_size * lr_size if lr_size else 0)
+    # uint8 RGB, and float32 depth when depth / normal maps are written
+    kept_per_pixel = 3 + (4 if wants_maps(args) else 0)
+    working = min(args.batch_size, len(seeds)) * pixels * RENDER_BYTES_PER_PIXEL
+    for view_type in view_types:
+        if view_type == 'rand':
+            needed, terms = pixels * RENDER_BYTES_PER_PIXEL, f"1 render of {size}^2 pixels"
+        elif view_type == 'interpolation':
+            rows, cols, _, num_frames = interpolation_setup(args, seeds)
+            needed = (num_frames * rows * cols * (pixels * kept_per_pixel + 4 * generator.z_dim) + working)
+            terms = f"{num_frames} frames x {rows * cols} cell(s) of {size}^2 pixels kept for the video"
+        else:
+            num_views = len(view_offsets(view_type)[2])
+            needed = len(seeds) * num_views * pixels * kept_per_pixel + working
+            terms = f"{len(seeds)} seed(s) x {num_views} views of {size}^2 pixels"
+        require_memory(needed, f"--type {view_type} ({terms}, {format_bytes(working)} while rendering)",
+                       args.device, advice='use a smaller --img_size, fewer seeds or frames, or a smaller --batch_size')
+
+
+def demo_defaults_apply(args):
+    """True when the shipped model renders: no --ckpt, or --ckpt naming the shipped file itself (both get the
+    same defaults: the 128^2 grids with depth)."""
+    if getattr(args, 'untrained', False):
+        return False
+    if args.ckpt is None:
+        return True
+    try:
+        return os.path.samefile(args.ckpt, DEMO_CHECKPOINT)
+    except OSError:  # a missing file: load_or_exit says so
+        return False
+
+
 def seeds_or_exit(text):
     """parse_seeds for a CLI: a bad list ends the program with the message naming the bad item."""
     try:
@@ -306,26 +363,27 @@ def seeds_or_exit(text):
         raise SystemExit(f"--seeds: {error}")
 
 
-def load_or_exit(ckpt, config, device, untrained=False):
+def load_or_exit(ckpt, config, device, untrained=False, default_config=None):
     """load_for_inference for a CLI: unusable checkpoints end the program with the reason."""
     try:
-        return load_for_inference(ckpt, config, device, untrained)
+        return load_for_inference(ckpt, config, device, untrained, default_config)
     except (CheckpointError, FileNotFoundError, KeyError) as error:
         raise SystemExit(f"error: {error}")
 
 
-def load_for_inference(ckpt, config, device, untrained=False):
+def load_for_inference(ckpt, config, device, untrained=False, default_config=None):
     """The generator of a checkpoint, or (`untrained`) a freshly initialised one of `config`."""
     if untrained:
         if config is None:
             raise SystemExit("--untrained needs --config")
         torch.manual_seed(0)
         generator = build_generator(config)
+        generator.config_name = config if isinstance(config, str) else None
         return generator.to(device).eval()
     if ckpt is None:
         raise SystemExit("no checkpoint: pass --ckpt PATH (with --config for official files), "
                          "or --untrained --config NAME to check the installation")
-    return load_generator(ckpt, config=config, device=device)
+    return load_generator(ckpt, config=config, device=device, default_config=default_config)
 
 
 def build_parser():
@@ -341,7 +399,7 @@ def build_parser():
     parser.add_argument('--type', type=comma_list(), default=None,
                         help=f"one or a comma list of {', '.join(VIEW_TYPES)}; default multiview1x3 "
                              f"(shipped model: {DEMO_TYPES})")
-    parser.add_argument('--truncation', type=finite_float, default=0.7, help='psi; 1.0 disables truncation')
+    parser.add_argument('--truncation', type=truncation, default=0.7, help='psi in [0, 1]; 1.0 disables truncation')
     parser.add_argument('--img_size', type=positive_int, default=None,
                         help=f'render size (GRAM); default: the config (shipped model: {DEMO_IMG_SIZE})')
     parser.add_argument('--device', type=device, default=default_device(), help='cpu, cuda or cuda:N')
@@ -369,7 +427,7 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    demo = args.ckpt is None and not args.untrained
+    demo = demo_defaults_apply(args)
     if demo:
         if not os.path.isfile(DEMO_CHECKPOINT):
             raise SystemExit(f"no --ckpt given and the shipped model {DEMO_CHECKPOINT} is missing; pass --ckpt PATH "
@@ -389,15 +447,19 @@ def main(argv=None):
     seeds = seeds_or_exit(args.seeds)
     if 'interpolation' in view_types:
         interpolation_setup(args, seeds)  # bad interpolation flags fail before the model loads
-    writable_dir(args.output_dir)
-    generator = load_or_exit(args.ckpt, args.config, args.device, args.untrained)
-    check_render_options(generator, args)
-    try:
-        for view_type in view_types:
-            run_view_type(generator, args, seeds, args.device, view_type)
-    except OSError as error:  # a disk that fills up or a folder removed while rendering
-        raise SystemExit(f"error: cannot write to --output_dir {args.output_dir}: {error.strerror or error} "
-                         f"({error.filename or 'while saving'})")
+    with output_folder(args.output_dir):  # a failed run leaves no empty folder behind
+        generator = load_or_exit(args.ckpt, args.config, args.device, args.untrained)
+        check_render_options(generator, args)
+        if getattr(generator, 'is_hd', False) and args.img_size is not None and not demo:
+            warn_ignored('--img_size', args.img_size, f"GRAM-HD renders at its config's {generator.img_size}^2 "
+                         f"(and {generator.lr_img_size}^2 for the LR images)")
+        check_job_fits(generator, args, seeds, view_types)
+        try:
+            for view_type in view_types:
+                run_view_type(generator, args, seeds, args.device, view_type)
+        except OSError as error:  # a disk that fills up or a folder removed while rendering
+            raise SystemExit(f"error: cannot write to --output_dir {args.output_dir}: {error.strerror or error} "
+                             f"({error.filename or 'while saving'})")
     print(f"wrote {', '.join(view_types)} outputs for {len(seeds)} seed(s) to {args.output_dir}")
 
 

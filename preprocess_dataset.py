@@ -32,8 +32,10 @@ from PIL import Image
 from tqdm import tqdm
 
 from utils import alignment
-from utils.cli import HelpFormatter, nonnegative_float, positive_int, seed, writable_dir
+from utils.cli import HelpFormatter, nonnegative_float, output_folder, positive_int, seed
+from utils.resources import require_disk, require_memory
 from utils.atomic import atomic_open, remove_stale_temp_files
+from utils.images import read_rgb
 
 CATEGORIES = ('ffhq', 'faces', 'cats', 'afhq', 'carla', 'synthetic')
 DEFAULT_SIZE = {'carla': 128}  # everything else: 256
@@ -83,9 +85,25 @@ def parse_args(argv=None):
     parser.add_argument('--pitch_std', type=nonnegative_float, default=0.155,
                         help='synthetic: standard deviation of the camera pitch (radians; the FFHQ prior is 0.155)')
     args = parser.parse_args(argv)
-    if args.size is not None and args.size < 16:
-        parser.error(f"argument --size: expected a resolution of at least 16, got {args.size}")
+    if args.size is not None and not MIN_SIZE <= args.size <= MAX_SIZE:
+        parser.error(f"argument --size: expected a resolution from {MIN_SIZE} to {MAX_SIZE}, got {args.size}")
     return args
+
+
+# Output resolutions accepted: GRAM-HD trains up to 1024^2; 4096 leaves room without letting a typo through.
+MIN_SIZE, MAX_SIZE = 16, 4096
+# Bytes per output pixel: a PNG on disk holds at most 3 (RGB, before compression); a worker's float64
+# working images (alignment, or the synthetic renderer's per-pixel buffers) at most this many.
+WORKER_BYTES_PER_PIXEL = 512
+
+
+def check_output_fits(output_dir, count, size, workers, what):
+    """One line, before any image is written, when `count` images of size^2 would not fit on the disk or
+    the workers' images in memory (--num_images, --size, --workers)."""
+    require_disk(count * size * size * 3, output_dir, f"{what} ({count} PNGs of {size}^2)",
+                 advice='use fewer or smaller images, or another --output_dir')
+    require_memory(workers * size * size * WORKER_BYTES_PER_PIXEL, f"--size {size} with --workers {workers}",
+                   advice='use a smaller --size or fewer --workers')
 
 
 # -----------------------------------------------------------------------------
@@ -187,7 +205,7 @@ def process_ffhq(job, image_out, pose_out):
     require_file(job.landmarks, 'landmark file')
     alignment.read_deep3d_angles(job.pose)  # only validated: the file is copied unchanged
     landmarks = alignment.read_lm5p(job.landmarks)
-    aligned = alignment.align_face(alignment.load_rgb(job.image), landmarks, job.size)
+    aligned = alignment.align_face(read_rgb(job.image), landmarks, job.size)
     copy_file(job.pose, pose_out)
     save_png(aligned, image_out)
 
@@ -195,7 +213,7 @@ def process_ffhq(job, image_out, pose_out):
 def process_faces(job, image_out, pose_out):
     require_file(job.landmarks, 'landmark file')
     landmarks = alignment.read_lm5p(job.landmarks)
-    image = alignment.load_rgb(job.image)
+    image = read_rgb(job.image)
     aligned = alignment.align_face(image, landmarks, job.size)
     # Head angles in Deep3DFaceRecon's convention, so GRAM's FFHQ reader labels these photos exactly as it
     # labels FFHQ (see utils/alignment.py); roll stays in the image, as for FFHQ, and is written as 0.
@@ -208,7 +226,7 @@ def process_faces(job, image_out, pose_out):
 def process_cats(job, image_out, pose_out):
     require_file(job.landmarks, 'landmark file')
     landmarks = alignment.read_cat_landmarks(job.landmarks)
-    aligned, pitch, yaw = alignment.align_cat(alignment.load_rgb(job.image), landmarks, job.size)
+    aligned, pitch, yaw = alignment.align_cat(read_rgb(job.image), landmarks, job.size)
     pose = np.array([pitch, yaw], dtype=np.float64)
     write_atomically(pose_out, lambda handle: np.save(handle, pose))
     save_png(aligned, image_out)
@@ -217,7 +235,7 @@ def process_cats(job, image_out, pose_out):
 def process_carla(job, image_out, pose_out):
     require_file(job.pose, 'pose file')
     alignment.read_extrinsics(job.pose)  # only validated: the file is copied unchanged
-    resized = alignment.load_rgb(job.image).resize((job.size, job.size), Image.LANCZOS)
+    resized = read_rgb(job.image).resize((job.size, job.size), Image.LANCZOS)
     copy_file(job.pose, pose_out)
     save_png(resized, image_out)
 
@@ -283,8 +301,8 @@ def make_synthetic(args):
         synthetic_data.check_dataset_folder(output_dir, args.num_images, size, args.seed, **pose_widths)
     except synthetic_data.DatasetMismatch as error:
         raise SystemExit(f"error: {error}")
-    writable_dir(output_dir)
-    with tqdm(total=args.num_images, desc=f"synthetic {size}^2", unit='img') as progress:
+    check_output_fits(output_dir, args.num_images, size, args.workers, f"--num_images {args.num_images}")
+    with output_folder(output_dir), tqdm(total=args.num_images, desc=f"synthetic {size}^2", unit='img') as progress:
         written = synthetic_data.write_synthetic_dataset(output_dir, args.num_images, size, args.seed,
                                                          workers=args.workers, overwrite=args.overwrite,
                                                          progress=progress, **pose_widths)
@@ -310,13 +328,13 @@ def main(argv=None):
     jobs, rejected = list_jobs(args.cate, raw_dir, output_dir, size, args.overwrite)
     if not jobs:
         raise SystemExit(f"error: no images found in {raw_dir}; {expected}")
-    writable_dir(output_dir)
-    os.makedirs(os.path.join(output_dir, 'poses'), exist_ok=True)
-    leftovers = remove_partial_files(output_dir)
-    if leftovers:
-        print(f"removed {leftovers} temporary file(s) left by an interrupted run")
-
-    results = run_jobs(jobs, args.workers, f"{args.cate} {size}^2")
+    check_output_fits(output_dir, len(jobs), size, args.workers, f"{len(jobs)} images of {raw_dir}")
+    with output_folder(output_dir):  # a run that fails before writing leaves no empty folder
+        os.makedirs(os.path.join(output_dir, 'poses'), exist_ok=True)
+        leftovers = remove_partial_files(output_dir)
+        if leftovers:
+            print(f"removed {leftovers} temporary file(s) left by an interrupted run")
+        results = run_jobs(jobs, args.workers, f"{args.cate} {size}^2")
 
     skipped = sorted(rejected + [(image, reason) for status, image, reason in results if status == 'skipped'])
     skipped_list = os.path.join(output_dir, 'skipped.txt')

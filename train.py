@@ -21,7 +21,8 @@ from training.launch import launch
 from training.losses import TrainingDiverged
 from utils.atomic import DiskWriteError
 from utils.checkpoints import CheckpointError
-from utils.cli import HelpFormatter, error_line, nonnegative_int, port, positive_int, seed
+from utils.cli import (HelpFormatter, check_can_create, error_line, nonnegative_int, port, positive_int, seed,
+                       writable_dir)
 
 
 def build_parser():
@@ -75,6 +76,10 @@ def main(argv=None):
         raise SystemExit(f"error: {error}")
     if args.output_dir is None:
         args.output_dir = os.path.join('results', args.config)
+    # A file, a read-only folder or a full disk is one line now, not a traceback after the data is listed.
+    check_can_create(args.output_dir, '--output_dir', folder=True)
+    if os.path.isdir(args.output_dir):
+        writable_dir(args.output_dir)  # proves a byte can be written (a full disk), creating nothing
     if args.gram_model_file is not None:
         if 'gram_model_file' not in config['generator']['kwargs']:
             raise SystemExit(f"--gram_model_file is for GRAM-HD (stage 2) configs; {args.config} is a GRAM config")

@@ -28,8 +28,10 @@ import extract_mesh
 import inference
 from generators import surfaces
 from rendering import views
-from utils.cli import HelpFormatter, default_device, device, finite_float, port, positive_int, seed
+from utils.cli import (HelpFormatter, check_can_create, default_device, device, port, positive_int, seed, truncation,
+                       warn_if_exposed, warn_ignored)
 from utils.images import save_png
+from utils.resources import require_memory
 from utils.meshes import colors_to_uint8, make_mesh
 from utils.seeds import MAX_SEED
 
@@ -60,7 +62,7 @@ def build_parser():
     parser.add_argument('--preview_size', type=positive_int, default=None,
                         help='GRAM render size while the camera moves (default: a quarter of --img_size, >= 32)')
     parser.add_argument('--seed', type=seed, default=0, help='first seed shown')
-    parser.add_argument('--truncation', type=finite_float, default=0.7, help='first psi shown')
+    parser.add_argument('--truncation', type=truncation, default=0.7, help='first psi shown, in [0, 1]')
     parser.add_argument('--output_dir', default='viewer_outputs', help='where the export buttons write')
     return parser
 
@@ -113,6 +115,7 @@ class Viewer:
         self.aspect = 1.0
         self.moved_at = 0.0
         self.shown = None  # the views.View on the page
+        self.shown_aspect = None  # the viewport aspect its background was letterboxed for
         self.last_image = None
         self.render_seconds = None
         self._lock = threading.Lock()  # the state above
@@ -185,7 +188,17 @@ class Viewer:
             fov = 2 * math.atan(math.tan(fov / 2) / self.aspect)
         return fov
 
+    def _note_aspect(self, handle):
+        """Keep the browser viewport's width / height (a camera message carries it) for the letterbox."""
+        if getattr(handle, 'image_height', 0) and getattr(handle, 'image_width', 0):
+            with self._lock:
+                self.aspect = handle.image_width / handle.image_height
+            self._wake.set()
+
     def _on_connect(self, client):
+        # The viewport's shape is known from the browser's first camera message: letterbox for it now, not
+        # at the first drag (the page showed the square render stretched until then).
+        self._note_aspect(client.camera)
         # a browser opens on its own default camera: start it on GRAM's frontal view
         with self._lock:
             pitch, yaw = self.pitch, self.yaw
@@ -201,6 +214,7 @@ class Viewer:
         handshake = {'position': np.asarray(position, dtype=float), 'until': time.time() + HANDSHAKE_SECONDS}
 
         def on_update(handle):
+            self._note_aspect(handle)
             if handshake:
                 if (np.abs(np.asarray(handle.position, dtype=float) - handshake['position']).max() > 1e-3
                         and time.time() < handshake['until']):
@@ -217,9 +231,8 @@ class Viewer:
         pitch, yaw, distance = views.viser_to_gram(handle.position, handle.wxyz)
         clamped = views.clamp_pose(self.generator, pitch, yaw)
         zoom = min(max(distance, self.zoom_range[0]), self.zoom_range[1])
+        self._note_aspect(handle)
         with self._lock:
-            if handle.image_height > 0:
-                self.aspect = handle.image_width / handle.image_height
             # the browser echoes cameras back in float32: noise that small must not start another render
             if max(abs(clamped[0] - self.pitch), abs(clamped[1] - self.yaw), abs(zoom - self.zoom)) > POSE_NOISE:
                 self.pitch, self.yaw, self.zoom = clamped[0], clamped[1], zoom
@@ -256,7 +269,9 @@ class Viewer:
             self._wake.clear()
             try:
                 view = self.current_view()
-                if view == self.shown:
+                with self._lock:
+                    aspect = self.aspect
+                if view == self.shown and aspect == self.shown_aspect:
                     continue
                 self.show(view)
             except Exception as error:  # keep serving: a failed render must not end the page
@@ -275,7 +290,7 @@ class Viewer:
         self.server.scene.set_background_image(letterbox(image, aspect), format='png')
         self.image.image = image
         self.last_image = image
-        self.shown = view
+        self.shown, self.shown_aspect = view, aspect
         zoom_note = '' if self.is_hd else f", fov {view.fov:.2f} deg"
         self._set_status(f"seed {view.seed}, psi {view.truncation:.2f}, pitch {view.pitch - math.pi / 2:+.3f}, "
                          f"yaw {view.yaw - math.pi / 2:+.3f} rad from frontal{zoom_note}; {image.shape[0]}px "
@@ -361,8 +376,8 @@ class Viewer:
              '--formats', 'ply,obj,glb']))
         self.export_status.content = f"extracting the mesh of seed {view.seed}..."
         with self._generator_lock:
-            summary = extract_mesh.extract_seed(self.generator, view.seed, args,
-                                                surfaces.default_half_extent(self.generator), None)
+            summary, _ = extract_mesh.extract_seed(self.generator, view.seed, args,
+                                                   surfaces.default_half_extent(self.generator), None)
         self.export_status.content = f"{summary} (in `{self.output_dir}`)"
         return summary
 
@@ -376,17 +391,29 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     if importlib.util.find_spec('viser') is None:
         raise SystemExit("error: the viewer needs viser: pip install -r requirements.txt (or pip install viser)")
-    if args.ckpt is None:
+    if inference.demo_defaults_apply(args):  # no --ckpt, or the shipped file named: the same defaults
         if not os.path.isfile(inference.DEMO_CHECKPOINT):
             raise SystemExit(f"no --ckpt given and the shipped model {inference.DEMO_CHECKPOINT} is missing; "
                              "pass --ckpt PATH (with --config for official files)")
         args.ckpt = inference.DEMO_CHECKPOINT
         if args.img_size is None:
             args.img_size = inference.DEMO_IMG_SIZE
-    if not 0 <= args.truncation <= 1:
-        raise SystemExit(f"--truncation must be in [0, 1], got {args.truncation}")
+    # Where the export buttons write is checked now (not created until the first export): a read-only or
+    # file path would otherwise only show when a button is pressed.
+    check_can_create(args.output_dir, '--output_dir', folder=True)
     check_port_free(args.host, args.port)  # before the model loads: a taken port is found in a second
+    warn_if_exposed(args.host)
     generator = inference.load_or_exit(args.ckpt, args.config, args.device)
+    if getattr(generator, 'is_hd', False):
+        for flag, value in (('--img_size', args.img_size), ('--preview_size', args.preview_size)):
+            if value is not None:
+                warn_ignored(flag, value, f"GRAM-HD renders at its config's {generator.img_size}^2 (HR) and "
+                             f"{generator.lr_img_size}^2 (LR)")
+    else:
+        size = args.img_size or generator.img_size
+        for flag, value in (('--img_size', size), ('--preview_size', args.preview_size or 0)):
+            require_memory(2 * value * value * inference.RENDER_BYTES_PER_PIXEL, f"{flag} {value} (one render)",
+                           args.device, advice=f'use a smaller {flag}')
     viewer = Viewer(generator, args.device, args.host, args.port, args.img_size, args.preview_size, args.seed,
                     args.truncation, args.output_dir)
     print(f"viewer of {args.ckpt} at http://{args.host}:{viewer.port} (Ctrl-C to stop); from another machine: "

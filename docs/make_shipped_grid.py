@@ -42,8 +42,9 @@ def main(argv=None):
         # the latent inference.py renders for this seed, seen from every view in one call
         z = latent_for_seed(seed, generator.z_dim).expand(len(yaws), -1)
         with torch.no_grad():
+            # psi 1 (no truncation), stated in README: inference.py's default is 0.7
             images, depths = generator.render(z, pitch_angles, yaw_angles, img_size=args.img_size, return_depth=True,
-                                              lock_view_dependence=True)
+                                              lock_view_dependence=True, truncation_psi=1.0)
         tiles += list(to_uint8(images))
         tiles += [colorize_depth(depth[0].numpy(), camera['ray_start'], camera['ray_end']) for depth in depths]
     rows = len(tiles) // len(yaws)

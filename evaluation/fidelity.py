@@ -27,6 +27,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from utils.atomic import atomic_open
+from utils.images import read_rgb
 
 REAL_EXTENSIONS = ('.png', '.jpg', '.jpeg')
 FAKE_EXTENSIONS = ('.png',)
@@ -158,8 +159,8 @@ def check_fake_sizes(files, image_size):
 
 
 def prepare_real_image(image, image_size):
-    """PIL image -> RGB, centre-cropped square, LANCZOS-resized to image_size (GRAM-HD's preprocessing)."""
-    image = image.convert('RGB')  # also CMYK / greyscale / palette / RGBA (alpha dropped)
+    """8-bit RGB PIL image (utils.images.read_rgb) -> centre-cropped square, LANCZOS-resized to image_size
+    (GRAM-HD's preprocessing)."""
     width, height = image.size
     side = min(width, height)
     left, top = (width - side) // 2, (height - side) // 2
@@ -190,10 +191,8 @@ class RealImages(_ImageFiles):
     def __getitem__(self, index):
         path = self.files[index]
         try:
-            with Image.open(path) as image:
-                image.load()
-                prepared = prepare_real_image(image, self.image_size)
-        except OSError as error:
+            prepared = prepare_real_image(read_rgb(path), self.image_size)
+        except (OSError, ValueError, SyntaxError) as error:
             raise EvaluationError(f"cannot read real image {path}: {error}") from error
         return _to_tensor(prepared)
 
@@ -204,9 +203,8 @@ class FakeImages(_ImageFiles):
     def __getitem__(self, index):
         path = self.files[index]
         try:
-            with Image.open(path) as image:
-                rgb = image.convert('RGB')
-        except OSError as error:
+            rgb = read_rgb(path)
+        except (OSError, ValueError, SyntaxError) as error:
             raise EvaluationError(f"cannot read fake image {path}: {error}") from error
         if rgb.size != (self.image_size, self.image_size):  # the folder changed since it was checked
             raise EvaluationError(f"fake image {path} is {rgb.size[0]}x{rgb.size[1]}, expected "

@@ -165,9 +165,47 @@ def _load_generator(options):
             raise EvaluationError(f"--config: {error.args[0]}") from error
     if not os.path.isfile(options.ckpt):
         raise EvaluationError(f"--ckpt file not found: {options.ckpt}")
-    generator = load_generator(options.ckpt, config=options.config, device=options.device)
-    config_name = options.config if isinstance(options.config, str) else None
+    generator = load_generator(options.ckpt, config=options.config, device=options.device,
+                               default_config=getattr(options, 'default_config', None))
+    config_name = options.config if isinstance(options.config, str) else generator.config_name
     return generator, checkpoint_identity(options.ckpt, config_name)
+
+
+# What a metric holds per image pixel (SWD: every image as float32 RGB and its Laplacian pyramid) and per
+# image (Inception: a 2048-d float64 feature); a rendered fake is a PNG of at most 3 bytes per pixel.
+SWD_BYTES_PER_PIXEL = 3 * 4 * 2
+FEATURE_BYTES = 2048 * 8
+# The consistency sweep and the depth metric keep float32 RGB + depth of every view of a seed / latent set.
+VIEW_BYTES_PER_PIXEL = 4 * 4 * 2
+
+
+def check_job_fits(options, metrics, image_size, num_fake, num_real, render_dir, generator):
+    """End with one line, before anything is rendered or read, when the counts and sizes of the metrics
+    (--num_fake, --num_real, --image_size, --consistency_views / _size, --depth_num / _size) would not fit
+    in memory, or the fakes to render not on the disk."""
+    from utils.resources import require_disk, require_memory
+
+    pixels = image_size * image_size if image_size else 0
+    if render_dir is not None:
+        require_disk(num_fake * pixels * 3, render_dir, f"rendering --num_fake {num_fake} fakes of {image_size}^2")
+    held, terms = 0, []
+    if 'swd' in metrics:
+        held += (num_fake + num_real) * pixels * SWD_BYTES_PER_PIXEL
+        terms.append(f"SWD over {num_fake} + {num_real} images of {image_size}^2")
+    if {'fid', 'kid', 'is'} & set(metrics):
+        held += (num_fake + num_real) * FEATURE_BYTES
+        terms.append(f"{num_fake} + {num_real} Inception features")
+    if generator is not None and {'consistency', 'cross_resolution'} & set(metrics):
+        size = getattr(options, 'consistency_size', None) or int(generator.img_size)
+        held += options.consistency_views * size * size * VIEW_BYTES_PER_PIXEL
+        terms.append(f"--consistency_views {options.consistency_views} at {size}^2")
+    if generator is not None and 'depth' in metrics:
+        size = getattr(options, 'depth_size', None) or int(getattr(generator, 'lr_img_size', generator.img_size))
+        num = getattr(options, 'depth_num', geometry_metric.DEFAULT_NUM)
+        held += 2 * num * size * size * VIEW_BYTES_PER_PIXEL  # the model's and the truth's
+        terms.append(f"--depth_num {num} at {size}^2")
+    if held:
+        require_memory(held, '; '.join(terms), options.device, advice='use smaller counts or sizes')
 
 
 def evaluate(options):
@@ -204,13 +242,9 @@ def evaluate(options):
     if {'fid', 'kid', 'swd'} & set(set_metrics) and options.real_images_dir is None:
         raise EvaluationError("FID, KID and SWD need real images: pass --real_images_dir")
 
-    # Everything a run can find wrong without rendering is checked before the fakes are rendered: the
-    # Inception weights (fetched now when there is no local file), the real images.
-    weights = None
-    if fidelity_metrics:
-        weights = fidelity.weights_identity(options.feature_extractor_weights)
-        if weights['path'] is None:
-            fidelity.create_extractor(weights, options.device)
+    # Everything a run can find wrong without rendering is checked before the fakes are rendered: the real
+    # images, the sizes and counts against memory and disk, the Inception weights (fetched now when there is
+    # no local file).
     real_set = None
     if {'fid', 'kid', 'swd'} & set(set_metrics):
         real_set = fidelity.real_image_set(options.real_images_dir, options.num_real,
@@ -220,6 +254,23 @@ def evaluate(options):
     generator = ckpt_id = None
     if options.ckpt is not None and (from_checkpoint or set(CHECKPOINT_METRICS) & set(metrics)):
         generator, ckpt_id = _load_generator(options)
+
+    planned_fake, planned_size = 0, options.image_size
+    if set_metrics and from_checkpoint:
+        planned_fake = DEFAULT_NUM_FAKE_FROM_CKPT if options.num_fake is None else options.num_fake
+        planned_size = planned_size or int(generator.img_size)
+    elif set_metrics:
+        existing = fidelity.fake_image_set(options.fake_images_dir, options.num_fake, cache=False,
+                                           flag=getattr(options, 'num_fake_flag', '--num_fake'))
+        planned_fake = len(existing)
+        planned_size = planned_size or fidelity.check_fake_sizes(existing.files[:1], None)
+    check_job_fits(options, metrics, planned_size, planned_fake, len(real_set) if real_set is not None else 0,
+                   (fake_render_dir or options.tmp_dir) if set_metrics and from_checkpoint else None, generator)
+    weights = None
+    if fidelity_metrics:
+        weights = fidelity.weights_identity(options.feature_extractor_weights)
+        if weights['path'] is None:
+            fidelity.create_extractor(weights, options.device)
 
     result = {}
     protocol = {'metrics': metrics, 'device': str(options.device)}
@@ -300,7 +351,10 @@ def evaluate(options):
         result[name] = scores
         protocol[name] = scores['protocol']
         if json_name is None:
-            json_name = f'{name}-' + fidelity.sanitize_name(os.path.splitext(os.path.basename(options.ckpt))[0])
+            # keyed by the protocol too: depth at 32^2 and at 64^2 are two results, not one overwritten
+            key = hashlib.sha256(json.dumps(scores['protocol'], sort_keys=True, default=str).encode()).hexdigest()[:8]
+            json_name = (f'{name}-' + fidelity.sanitize_name(os.path.splitext(os.path.basename(options.ckpt))[0])
+                         + f'-{key}')
 
     if {'consistency', 'cross_resolution'} & set(metrics):
         from utils.seeds import parse_seeds

@@ -54,7 +54,27 @@ def _apply_ema(generator, ema, source):
         raise CheckpointError(f"{source}: expected an EMA checkpoint (official torch_ema pickle or ours)")
 
 
-def load_generator(path, config=None, device='cpu'):
+# The config sections that decide what a generator renders (the pose prior is in generator.kwargs); the
+# others (optimiser, D, process, the dataset's image size and folder) only train it.
+RENDER_SECTIONS = ('generator', 'camera')
+
+
+def config_disagreements(saved, given):
+    """'key = saved value there, given value given' for each rendering setting (RENDER_SECTIONS) in which a
+    config `given` on the command line differs from the one a checkpoint carries."""
+    from .gramhd import _flatten
+
+    differences = []
+    for section in RENDER_SECTIONS:
+        theirs, ours = _flatten(saved.get(section), section), _flatten(given.get(section), section)
+        for key in sorted(set(theirs) | set(ours)):
+            a, b = theirs.get(key, '<absent>'), ours.get(key, '<absent>')
+            if a != b and not (isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and list(a) == list(b)):
+                differences.append(f"{key} = {a!r} there, {b!r} given")
+    return differences
+
+
+def load_generator(path, config=None, device='cpu', default_config=None):
     """Load a generator checkpoint into a new generator in eval mode on `device`.
 
     Accepts:
@@ -64,17 +84,33 @@ def load_generator(path, config=None, device='cpu'):
     - an official `ema.pth` (pickled torch_ema object, read without torch_ema and without unrestricted
       unpickling);
     - an official GRAM-HD `ckpts/*.pt` (plain state_dict).
-    Official files need `config` (a name such as 'FFHQ_default', or a dict).
+    Official files need `config` (a name such as 'FFHQ_default', or a dict; `default_config` when none is
+    given, as an official script's default). Our files carry their config: a `config` given with one must
+    agree with it in every rendering setting (a CheckpointError names the differences), so that a wrong
+    --config never silently renders one model with another's camera.
     """
     path = os.fspath(path)
     payload = load_file(path)
+    if not (isinstance(payload, (dict, OfficialEMA))):
+        raise CheckpointError(f"{path} holds a {type(payload).__name__}, not a generator checkpoint (expected a "
+                              "state_dict of tensors, an official ema.pth or one of this project's checkpoints)")
     if is_own_checkpoint(payload):
-        config, config_name = payload['config'], payload.get('config_name')
+        saved, config_name = payload['config'], payload.get('config_name')
+        if config is not None:
+            given, given_name = resolve_config(config)
+            differences = config_disagreements(saved, given)
+            if differences:
+                more = f" (+{len(differences) - 3} more)" if len(differences) > 3 else ''
+                raise CheckpointError(f"config {given_name or '(dict)'} disagrees with the config saved in {path} "
+                                      f"({config_name or 'unnamed'}): {'; '.join(differences[:3])}{more}; omit the "
+                                      "config: the checkpoint's own is used")
+        config = saved
         generator = build_generator(config)
         if payload.get('kind') not in ('generator', 'ema'):
             raise CheckpointError(f"{path}: a {payload.get('kind')!r} checkpoint, not a generator")
         load_state_dict_checked(generator, payload['state_dict'], path, config_name)
     else:
+        config = config if config is not None else default_config
         if config is None:
             raise CheckpointError(f"{path} is an official checkpoint without a config inside: pass config= "
                                   "(e.g. 'FFHQ_default', 'CATS_default', 'CARLA_default', 'GRAMHD256_FFHQ')")
@@ -92,4 +128,5 @@ def load_generator(path, config=None, device='cpu'):
         if sibling is not None:
             _apply_ema(generator, load_file(sibling), sibling)
     generator.config = config
+    generator.config_name = config_name
     return generator.to(device).eval()

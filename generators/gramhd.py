@@ -170,7 +170,8 @@ class GramHDGenerator(GramGenerator):
         if not isinstance(source, GramGenerator):
             from . import load_generator
             label = f"stage-1 file {source}"
-            source = load_generator(source, config=self._stage1_config)
+            # official files take this config's stage-1 part; ours carry their own, compared just below
+            source = load_generator(source, default_config=self._stage1_config)
             mismatches = stage1_mismatches(getattr(source, 'config', None), self._stage1_config)
             if mismatches:
                 raise ValueError(f"{label} is not this config's GRAM: " + '; '.join(mismatches[:3]))

@@ -54,9 +54,10 @@ def write_maps(stem, depth_frames, rows, cols, fov, outputs, rgb_frames=None, fp
     mark = mark or (lambda image: image)
     near, far = depth_range([tile for frame in depth_frames for tile in frame])
     name = os.path.basename(stem)
-    layout = {'layout': f"{rows}x{cols} grid of views" if rows * cols > 1 else 'one view',
-              'normals': f"{name}_normal.{'mp4' if fps else 'png'}: camera-space normals from the depth map, "
-                         "rgb = (n + 1) / 2 * 255, +x right, +y up, +z towards the viewer"}
+    layout = {'layout': f"{rows}x{cols} grid of views" if rows * cols > 1 else 'one view'}
+    if 'normal' in outputs:  # the JSON names only files that are written
+        layout['normals'] = (f"{name}_normal.{'mp4' if fps else 'png'}: camera-space normals from the depth map, "
+                             "rgb = (n + 1) / 2 * 255, +x right, +y up, +z towards the viewer")
     depth_grids = [_grid(frame, rows, cols) for frame in depth_frames]
     # previews are marked per view, as the RGB tiles are
     previews = [_grid([mark(colorize_depth(tile, near, far)) for tile in frame], rows, cols) for frame in depth_frames]

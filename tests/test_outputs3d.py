@@ -311,7 +311,9 @@ def test_extract_mesh_default_level_falls_back_for_a_transparent_model(one_threa
                        str(tmp_path / 'auto')])
     printed = capsys.readouterr().out
     assert 'half the largest alpha' in printed and (tmp_path / 'auto' / 'mesh_1.ply').exists()
-    extract_mesh.main(['--ckpt', str(tiny_ckpt), '--seeds', '1', '--resolution', '12', '--level', '0.5',
-                       '--output_dir', str(tmp_path / 'fixed')])
+    with pytest.raises(SystemExit) as stop:  # an explicit level the model never reaches: no mesh, exit non-zero
+        extract_mesh.main(['--ckpt', str(tiny_ckpt), '--seeds', '1', '--resolution', '12', '--level', '0.5',
+                           '--output_dir', str(tmp_path / 'fixed')])
+    assert 'alpha peaks at' in str(stop.value.code) and 'below --level 0.5' in str(stop.value.code)
     assert 'no mesh written' in capsys.readouterr().out
-    assert not (tmp_path / 'fixed' / 'mesh_1.ply').exists()
+    assert not (tmp_path / 'fixed').exists()

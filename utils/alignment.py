@@ -121,31 +121,6 @@ def read_extrinsics(path):
     return matrix
 
 
-def load_rgb(path):
-    """Decode an image fully and return it as 8-bit RGB.
-
-    Decoding is forced here so a truncated or corrupt file fails now, with the decoder's reason. Other
-    pixel formats are converted rather than rejected: grayscale is replicated, CMYK goes through PIL's
-    conversion, 16-bit samples keep their top 8 bits, and transparency is composited onto white (the
-    background GRAM's CARLA model is trained against; opaque images are unaffected).
-    """
-    with Image.open(path) as image:
-        image.load()
-        mode = image.mode
-        if mode in ('I;16', 'I;16L', 'I;16B', 'I;16N', 'I'):
-            # PIL opens 16-bit grayscale as I;16 (or I); a plain convert('L') would clip at 255.
-            samples = np.asarray(image, dtype=np.float64)
-            return Image.fromarray(np.clip(np.round(samples / 257.0), 0, 255).astype(np.uint8)).convert('RGB')
-        if mode == 'F':
-            raise ValueError(f"{path}: floating-point image (mode F) has no defined 0-255 range; "
-                             "expected an 8- or 16-bit image")
-        if mode in ('RGBA', 'LA', 'PA', 'La', 'RGBa') or 'transparency' in image.info:
-            rgba = image.convert('RGBA')
-            white = Image.new('RGBA', rgba.size, (255, 255, 255, 255))
-            return Image.alpha_composite(white, rgba).convert('RGB')
-        return image.convert('RGB')
-
-
 # -----------------------------------------------------------------------------
 # The weak-perspective fit
 

@@ -43,13 +43,58 @@ def load_file(path, map_location='cpu'):
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint file not found: {path}")
+    check_checkpoint_header(path)
     try:
         with torch.serialization.safe_globals([OfficialEMA]):
             checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # re-raised with the file name; the original is chained
-        raise CheckpointError(f"cannot read checkpoint {path}: {error}") from error
+        raise CheckpointError(f"cannot read checkpoint {path}: {_load_failure(error, path)}") from error
     verify_checksum(checkpoint, path)
     return checkpoint
+
+
+# torch.save writes a zip archive (since PyTorch 1.6) or, in the legacy format, a pickle (protocol 2+).
+_CHECKPOINT_MAGIC = (b'PK\x03\x04', b'\x80')
+# What a file that is not a checkpoint most often turns out to be, by its first bytes.
+_OTHER_FORMATS = ((b'\x89PNG', 'a PNG image'), (b'\xff\xd8\xff', 'a JPEG image'), (b'GIF8', 'a GIF image'),
+                  (b'\x93NUMPY', 'a NumPy .npy array'), (b'\x89HDF', 'an HDF5 file (Keras / h5py)'),
+                  (b'version https://git-lfs', 'a Git LFS pointer (run git lfs pull)'),
+                  (b'<', 'an HTML / XML page (a failed download?)'), (b'{', 'a JSON file'))
+
+
+def check_checkpoint_header(path):
+    """CheckpointError naming what the file is when its first bytes cannot start a PyTorch checkpoint: an
+    empty file, an image or a downloaded HTML page get one clear line instead of the unpickler's complaint."""
+    with open(path, 'rb') as stream:
+        head = stream.read(32)
+    if not head:
+        raise CheckpointError(f"cannot read checkpoint {path}: the file is empty (0 bytes); expected a PyTorch "
+                              "checkpoint (.pth / .pt written by torch.save). An interrupted copy or download?")
+    if head.startswith(_CHECKPOINT_MAGIC):
+        return
+    for magic, kind in _OTHER_FORMATS:
+        if head.startswith(magic):
+            raise CheckpointError(f"cannot read checkpoint {path}: it is {kind}, not a PyTorch checkpoint "
+                                  "(.pth / .pt written by torch.save)")
+    raise CheckpointError(f"cannot read checkpoint {path}: not a PyTorch checkpoint (it starts with bytes "
+                          f"{head[:8]!r}; torch.save writes a zip archive or a pickle)")
+
+
+def _load_failure(error, path):
+    """torch.load's reason in one line, without its advice to turn the restricted unpickler off."""
+    text = ' '.join(str(error).split())
+    if isinstance(error, (OSError, RuntimeError, EOFError)) and 'Weights only' not in text:
+        return (f"it is truncated or damaged ({os.path.getsize(path)} bytes; {text or type(error).__name__}); "
+                "copy or download it again")
+    if 'Weights only load failed' in text or 'weights_only' in text:
+        import re
+
+        found = re.search(r'GLOBAL ([\w.]+)', text) or re.search(r'Unsupported (?:global|operand)[: ]+([^ ]+)', text)
+        what = f" ({found.group(1)})" if found else ''
+        return (f"it holds Python objects other than tensors, numbers, strings and containers{what}, and such files "
+                "are refused: unpickling them can run arbitrary code. A checkpoint from this project or the "
+                "official code never needs that; re-save the state_dict if you trust the file")
+    return text or type(error).__name__
 
 
 def is_own_checkpoint(obj):

@@ -6,9 +6,12 @@ mean nothing, instead of silently falling back to a default. torch is imported o
 it, so scripts that do not use torch (most of preprocess_dataset.py) stay light.
 """
 import argparse
+import contextlib
+import ipaddress
 import math
 import os
 import re
+import sys
 import tempfile
 
 
@@ -63,6 +66,12 @@ def positive_float(text):
 
 def nonnegative_float(text):
     return _number(text, float, 'a finite number >= 0', lambda value: value >= 0)
+
+
+def truncation(text):
+    """Truncation psi, the same range in every script: 1 is none, 0 the mean face; outside [0, 1] the
+    latents are pushed past the mean or away from it, which renders noise rather than faces."""
+    return _number(text, float, 'a finite truncation psi in [0, 1] (1.0 = no truncation)', lambda value: 0 <= value <= 1)
 
 
 def port(text):
@@ -160,6 +169,34 @@ def writable_dir(path, flag='--output_dir'):
     return path
 
 
+@contextlib.contextmanager
+def output_folder(path, flag='--output_dir'):
+    """writable_dir for the length of a job: a run that fails (an exception, SystemExit with an error, a
+    Ctrl-C) removes the folders it created when it left nothing in them, so a bad input leaves no empty
+    folder behind. Folders that existed before, and anything written into them, are never removed."""
+    absolute = os.path.abspath(path)
+    created, parent = [], absolute
+    while not os.path.exists(parent):
+        created.append(parent)
+        parent = os.path.dirname(parent)
+    writable_dir(path, flag)
+    try:
+        yield path
+    except BaseException as error:
+        if not (isinstance(error, SystemExit) and error.code in (None, 0)):
+            remove_empty_folders(created)
+        raise
+
+
+def remove_empty_folders(folders):
+    """Remove the given folders, deepest first, while they are empty (a folder with a file in it stays)."""
+    for folder in sorted(folders, key=len, reverse=True):
+        try:
+            os.rmdir(folder)
+        except OSError:  # not empty, or already gone
+            pass
+
+
 def check_can_create(path, flag, folder=False):
     """Fail early, without creating anything, when `path` (a file, or with `folder` a folder) could not be
     written later: it has the wrong kind, a parent is a file, or the nearest existing folder refuses writes."""
@@ -175,6 +212,23 @@ def check_can_create(path, flag, folder=False):
     if not os.access(existing, os.W_OK | os.X_OK):
         raise SystemExit(f"error: {flag} {path} cannot be written: {existing} is not writable")
     return path
+
+
+def warn_if_exposed(host, flag='--host'):
+    """One line on stderr when a server will listen beyond this machine (anything but a loopback address)."""
+    try:
+        loopback = ipaddress.ip_address(host.strip('[]')).is_loopback
+    except ValueError:
+        loopback = host == 'localhost'
+    if not loopback:
+        print(f"warning: {flag} {host} makes the page reachable from other machines, with no password: anyone "
+              "who can reach this port can use it (the default 127.0.0.1 with ssh -L is private)", file=sys.stderr)
+    return not loopback
+
+
+def warn_ignored(flag, value, reason):
+    """One line on stderr for a flag the chosen model does not use (it would otherwise be silently ignored)."""
+    print(f"warning: {flag} {value} is ignored: {reason}", file=sys.stderr)
 
 
 def error_line(error):

@@ -1,6 +1,6 @@
-"""Image conversion, grids, watermark, and writing PNG / GIF / MP4 (the one place that saves images)."""
+"""Image conversion, grids, watermark, reading any image as 8-bit RGB, and writing PNG / GIF / MP4 (the one
+place that reads and saves images). torch is imported where a function needs it, so preprocessing stays light."""
 import numpy as np
-import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from .atomic import atomic_path
@@ -91,6 +91,34 @@ def save_video(frames, path, fps=30):
                 writer.append_data(frame)
 
 
+def read_rgb(path):
+    """Decode an image fully and return it as an 8-bit RGB PIL image: the one reader of training data,
+    evaluation images and preprocessing inputs, so a file means the same pixels to each of them.
+
+    Decoding is forced here so a truncated or corrupt file fails now, with the decoder's reason. Other
+    pixel formats are converted rather than rejected: grayscale is replicated, CMYK goes through PIL's
+    conversion, 16-bit samples keep their top 8 bits (PIL's own convert('RGB') clips them at 255: white),
+    and transparency is composited onto white (the background GRAM's CARLA model is trained against;
+    opaque images are unaffected). A floating-point image is a ValueError (it has no 0-255 range).
+    """
+    with Image.open(path) as image:
+        image.load()
+        mode = image.mode
+        if mode in ('I;16', 'I;16L', 'I;16B', 'I;16N', 'I'):
+            samples = np.asarray(image, dtype=np.float64)
+            return Image.fromarray(np.clip(np.round(samples / 257.0), 0, 255).astype(np.uint8)).convert('RGB')
+        if mode == 'F':
+            raise ValueError(f"{path}: floating-point image (mode F) has no defined 0-255 range; "
+                             "expected an 8- or 16-bit image")
+        if mode in ('RGBA', 'LA', 'PA', 'La', 'RGBa') or 'transparency' in image.info:
+            rgba = image.convert('RGBA')
+            white = Image.new('RGBA', rgba.size, (255, 255, 255, 255))
+            return Image.alpha_composite(white, rgba).convert('RGB')
+        return image.convert('RGB')
+
+
 def image_tensor_from_uint8(image):
     """uint8 HWC -> float [3, H, W] in [-1, 1] (for reading our own PNGs back in tests/metrics)."""
+    import torch
+
     return torch.from_numpy(np.asarray(image)).permute(2, 0, 1).float() / 127.5 - 1
