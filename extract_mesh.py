@@ -28,7 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 from generators import surfaces
-from inference import DEMO_CHECKPOINT, load_or_exit, seeds_or_exit
+from inference import DEMO_CHECKPOINT, latent_or_exit, load_or_exit, seeds_or_exit
 from utils.cli import (HelpFormatter, default_device, device, finite_float, output_folder, positive_int, seed_list,
                        truncation)
 from utils.images import save_png
@@ -49,6 +49,8 @@ def build_parser():
                         help='checkpoint (default: the shipped model ckpts/synthetic_heads.pt)')
     parser.add_argument('--config', default=None, help='config name (needed for official checkpoints)')
     parser.add_argument('--seeds', type=seed_list, default='0-3', help="e.g. 0-3 or 0,5,7 (inclusive ranges)")
+    parser.add_argument('--latent', default=None,
+                        help="a latent file of invert.py, in place of the seeds (mesh_<file name>.ply ...)")
     parser.add_argument('--output_dir', default='meshes')
     parser.add_argument('--resolution', type=positive_int, default=DEFAULT_RESOLUTION,
                         help=f'grid samples per axis (default {DEFAULT_RESOLUTION}; 256+ on a GPU)')
@@ -102,11 +104,15 @@ def manifold_surfaces(generator, resolution, half_extent, chunk, progress):
     return tuple(np.concatenate(arrays) for arrays in zip(*parts))
 
 
-def extract_seed(generator, seed, args, half_extent, progress, manifolds=None):
-    """Write the files of one seed; returns (a one-line summary, whether the alpha mesh was written)."""
+def extract_seed(generator, seed, args, half_extent, progress, manifolds=None, styles=None):
+    """Write the files of one seed (or of the FiLM parameters `styles` of an inverted photo, named `seed`);
+    returns (a one-line summary, whether the alpha mesh was written)."""
     device = next(generator.parameters()).device
-    z = latent_for_seed(seed, generator.z_dim).to(device)
-    field = surfaces.LatentField.from_latent(generator, z, args.truncation, args.chunk)
+    if styles is not None:
+        field = surfaces.LatentField(generator, styles[0].to(device), styles[1].to(device), args.chunk)
+    else:
+        z = latent_for_seed(seed, generator.z_dim).to(device)
+        field = surfaces.LatentField.from_latent(generator, z, args.truncation, args.chunk)
     volume = surfaces.evaluate_volume(field.alpha, args.resolution, half_extent, device, progress=progress)
     step = 2 * half_extent / (args.resolution - 1)
     if args.mrc:
@@ -160,6 +166,9 @@ def main(argv=None):
                    f"{args.chunk}", args.device, advice='use a smaller --resolution or --chunk')
     with output_folder(args.output_dir):  # checked before the model loads; removed again if nothing is written
         generator = load_or_exit(args.ckpt, args.config, args.device)
+        latents = {}
+        if args.latent is not None:
+            seeds, latents = latent_or_exit(generator, args, [])
         half_extent = args.half_extent or surfaces.default_half_extent(generator)
         start = time.time()
         total = args.resolution * (len(seeds) + (1 if args.manifolds else 0))
@@ -168,7 +177,8 @@ def main(argv=None):
                 manifolds = None
                 if args.manifolds:
                     manifolds = manifold_surfaces(generator, args.resolution, half_extent, args.chunk, progress)
-                results = [extract_seed(generator, seed, args, half_extent, progress, manifolds) for seed in seeds]
+                results = [extract_seed(generator, seed, args, half_extent, progress, manifolds, latents.get(seed))
+                           for seed in seeds]
         except OSError as error:  # a disk that fills up or a folder removed while writing
             raise SystemExit(f"error: cannot write to --output_dir {args.output_dir}: {error.strerror or error} "
                              f"({error.filename or 'while saving'})")

@@ -62,8 +62,9 @@ def frontal_angles(pitch_offset, yaw_offset):
 
 
 def render_batch(generator, z, pitch, yaw, args_img_size, truncation, lock, render_options=None,
-                 with_depth=False):
-    """Render one camera per row of z; returns (images, lr_images or None) as uint8 [B, H, W, 3].
+                 with_depth=False, styles=None):
+    """Render one camera per row of z (or of `styles`, GRAM's FiLM parameters of inverted photos: see
+    GramGenerator.render); returns (images, lr_images or None) as uint8 [B, H, W, 3].
     `render_options`: GRAM's inexact options (`GramGenerator.render` keywords). With `with_depth`, also
     (depth, lr_depth or None): float depth maps [B, 1, H, W] on the CPU (distance along each ray)."""
     with torch.no_grad():
@@ -76,12 +77,13 @@ def render_batch(generator, z, pitch, yaw, args_img_size, truncation, lock, rend
             images, lr_images = generator.render(z, pitch, yaw, truncation_psi=truncation,
                                                  lock_view_dependence=lock, return_lr=True)
             return to_uint8(images), to_uint8(lr_images)
+        options = dict(render_options or {}, **({'styles': styles} if styles is not None else {}))
         if with_depth:
             images, depth = generator.render(z, pitch, yaw, img_size=args_img_size, truncation_psi=truncation,
-                                             lock_view_dependence=lock, return_depth=True, **(render_options or {}))
+                                             lock_view_dependence=lock, return_depth=True, **options)
             return to_uint8(images), None, depth.cpu(), None
         images = generator.render(z, pitch, yaw, img_size=args_img_size, truncation_psi=truncation,
-                                  lock_view_dependence=lock, **(render_options or {}))
+                                  lock_view_dependence=lock, **options)
         return to_uint8(images), None
 
 
@@ -98,7 +100,7 @@ def render_hd_frame(generator, textures, pitch, yaw, with_depth=False):
 
 
 def render_view_set(generator, seeds, views, device, img_size=None, truncation=0.7, lock=True, batch_size=4,
-                    progress=None, render_options=None, with_depth=False):
+                    progress=None, render_options=None, with_depth=False, latents=None):
     """Render every view of every seed. Seeds are batched at one camera at a time, so the z-independent
     manifold intersections are computed once per camera and batch. For GRAM-HD with view dependence
     locked, the manifold textures (the expensive super-resolution) are computed once per batch of seeds
@@ -107,11 +109,18 @@ def render_view_set(generator, seeds, views, device, img_size=None, truncation=0
     views: list of (pitch [1] float64, yaw [1] float64); render_options as `render_batch`. Returns
     {seed: (frames, lr_frames or None)} with frames a list of uint8 HWC arrays in view order; with
     `with_depth`, {seed: (frames, lr_frames, depths, lr_depths or None)}, depths a list of [1, H, W] tensors.
+    `latents`: {name: GRAM FiLM parameters (raw frequencies, phases) [1, D]} (inverted photos, GRAM only);
+    `seeds` are then those names.
     """
     results = {}
     for first in range(0, len(seeds), batch_size):
         batch_seeds = seeds[first:first + batch_size]
-        z = torch.cat([latent_for_seed(seed, generator.z_dim) for seed in batch_seeds]).to(device)
+        styles = None
+        if latents is not None:
+            styles = tuple(torch.cat([latents[name][kind] for name in batch_seeds]).to(device) for kind in (0, 1))
+            z = styles[0]
+        else:
+            z = torch.cat([latent_for_seed(seed, generator.z_dim) for seed in batch_seeds]).to(device)
         frames = {seed: [] for seed in batch_seeds}
         lr_frames = {seed: [] for seed in batch_seeds}
         depths = {seed: [] for seed in batch_seeds}
@@ -127,7 +136,7 @@ def render_view_set(generator, seeds, views, device, img_size=None, truncation=0
                 rendered = render_hd_frame(generator, textures, pitch_batch, yaw_batch, with_depth)
             else:
                 rendered = render_batch(generator, z, pitch_batch, yaw_batch, img_size, truncation, lock,
-                                        render_options, with_depth)
+                                        render_options, with_depth, styles)
             images, lr_images = rendered[:2]
             for row, seed in enumerate(batch_seeds):
                 frames[seed].append(images[row])
@@ -150,7 +159,7 @@ def watermark_all(frames, enabled):
     return [add_watermark(frame) for frame in frames] if enabled else frames
 
 
-def run_view_type(generator, args, seeds, device, view_type):
+def run_view_type(generator, args, seeds, device, view_type, latents=None):
     os.makedirs(args.output_dir, exist_ok=True)
     watermark = not args.no_watermark
     if view_type == 'rand':
@@ -178,7 +187,8 @@ def run_view_type(generator, args, seeds, device, view_type):
     views = [frontal_angles(pitch, yaw) for pitch, yaw in offsets]
     progress = tqdm(total=len(seeds) * len(views), desc=view_type, unit='view')
     results = render_view_set(generator, seeds, views, device, args.img_size, args.truncation, lock,
-                              args.batch_size, progress, render_options(args), with_depth=wants_maps(args))
+                              args.batch_size, progress, render_options(args), with_depth=wants_maps(args),
+                              latents=latents)
     progress.close()
     for seed, (frames, lr_frames, *depth_maps) in results.items():
         outputs = [('', frames)] + ([('_lr', lr_frames)] if lr_frames else [])
@@ -355,6 +365,23 @@ def demo_defaults_apply(args):
         return False
 
 
+def latent_or_exit(generator, args, view_types):
+    """([name], {name: FiLM parameters}) of --latent, or one line saying why it cannot be rendered."""
+    from rendering.inversion import InversionError, load_latent
+
+    if getattr(generator, 'is_hd', False):
+        raise SystemExit("error: --latent holds GRAM FiLM parameters; GRAM-HD checkpoints are not supported yet")
+    unusable = [name for name in view_types if name in ('rand', 'interpolation')]
+    if unusable:
+        raise SystemExit(f"error: --latent renders one latent from fixed views; --type {unusable[0]} needs seeds")
+    try:
+        styles, _ = load_latent(args.latent, generator, args.ckpt)
+    except InversionError as error:
+        raise SystemExit(f"error: {error}")
+    name = os.path.splitext(os.path.basename(args.latent))[0]
+    return [name], {name: styles}
+
+
 def seeds_or_exit(text):
     """parse_seeds for a CLI: a bad list ends the program with the message naming the bad item."""
     try:
@@ -400,6 +427,9 @@ def build_parser():
                         help=f"one or a comma list of {', '.join(VIEW_TYPES)}; default multiview1x3 "
                              f"(shipped model: {DEMO_TYPES})")
     parser.add_argument('--truncation', type=truncation, default=0.7, help='psi in [0, 1]; 1.0 disables truncation')
+    parser.add_argument('--latent', default=None,
+                        help='a latent file of invert.py, rendered in place of the seeds (GRAM; psi does not apply): '
+                             'grid_<file name>.png etc.')
     parser.add_argument('--img_size', type=positive_int, default=None,
                         help=f'render size (GRAM); default: the config (shipped model: {DEMO_IMG_SIZE})')
     parser.add_argument('--device', type=device, default=default_device(), help='cpu, cuda or cuda:N')
@@ -453,10 +483,13 @@ def main(argv=None):
         if getattr(generator, 'is_hd', False) and args.img_size is not None and not demo:
             warn_ignored('--img_size', args.img_size, f"GRAM-HD renders at its config's {generator.img_size}^2 "
                          f"(and {generator.lr_img_size}^2 for the LR images)")
+        latents = None
+        if args.latent is not None:
+            seeds, latents = latent_or_exit(generator, args, view_types)
         check_job_fits(generator, args, seeds, view_types)
         try:
             for view_type in view_types:
-                run_view_type(generator, args, seeds, args.device, view_type)
+                run_view_type(generator, args, seeds, args.device, view_type, latents)
         except OSError as error:  # a disk that fills up or a folder removed while rendering
             raise SystemExit(f"error: cannot write to --output_dir {args.output_dir}: {error.strerror or error} "
                              f"({error.filename or 'while saving'})")

@@ -454,8 +454,10 @@ class GramGenerator(nn.Module):
 
     def render(self, z, pitch, yaw, img_size=None, truncation_psi=1.0, lock_view_dependence=False,
                return_depth=False, fast=True, chunk_points=None, precision='fp32', early_termination=0.0,
-               tf32=False, compile=False, radiance_path=None, return_background_weight=False):
+               tf32=False, compile=False, radiance_path=None, return_background_weight=False, styles=None):
         """Render latents z [B, z_dim] from cameras at (pitch [B], yaw [B]) radians (official pose labels).
+        `styles`: the FiLM parameters themselves, (raw frequencies, phases) [B, (layers+1) * hidden] each, in
+        place of z's mapping (an inverted photo; z and truncation_psi are then unused and z may be None).
 
         Angles may be float64; the camera origin is computed in float64 and cast once. Pixels are rendered
         in chunks of about `chunk_points` manifold-field samples (a memory bound; no effect on values,
@@ -475,6 +477,8 @@ class GramGenerator(nn.Module):
         - compile: torch.compile the MLP evaluation (the first call compiles).
         """
         check_inexact_options(fast, precision, early_termination, tf32, compile)
+        if styles is not None:
+            z = styles[0]  # its rows and device stand for the latents'
         radiance_path = radiance_path or self.radiance_path
         resolve_radiance_path(radiance_path, z.device)  # a bad name fails before any work
         img_size = int(img_size or self.img_size)
@@ -487,7 +491,7 @@ class GramGenerator(nn.Module):
         origins_cpu = camera.origins_from_angles(pitch, yaw)
         shared_camera = bool((origins_cpu == origins_cpu[:1]).all())
         origins = origins_cpu.to(z.device)
-        raw_frequencies, phases = self.mapping(z, truncation_psi)
+        raw_frequencies, phases = styles if styles is not None else self.mapping(z, truncation_psi)
         # Rays are independent: render in chunks of pixels so that 256^2 and up fit in laptop memory.
         num_rays = img_size * img_size
         rays_per_chunk = self.rays_per_chunk(z.shape[0], num_rays, z.device, chunk_points, shared_camera, precision,

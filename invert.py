@@ -1,0 +1,127 @@
+"""Put a photo into a GRAM generator and see it from other views, with depth.
+
+    python invert.py --image head.png --pose 0,0.3 --output_dir inverted/   # the shipped model
+    python invert.py --image face.png --pose 0,0 --ckpt pretrained/FFHQ_default/generator.pth \
+        --config FFHQ_default --steps 400 --output_dir inverted/
+    python inference.py --latent inverted/latent.pt --type multiview3x7,video --outputs rgb,depth,normal
+
+The photo must be a square crop aligned like the model's training images (preprocess_dataset.py makes
+them); `--pose PITCH,YAW` is its camera as offsets from the frontal one in radians (positive yaw: the
+camera moved to the subject's left, as inference.py's views; positive pitch: below the equator). The fit
+optimises GRAM's FiLM frequencies and phase shifts from their mean (rendering/inversion.py). Writes to
+--output_dir:
+    fit.png       input | reconstruction | |difference| x 4, at the model's resolution
+    latent.pt     the fitted latent: inference.py --latent renders it in place of a seed
+    mesh_latent.ply   its alpha mesh (extract_mesh.py's code; --no_mesh to skip), grid_latent.mp4 + depth /
+                  normal videos with --video
+    grid_latent.png   the latent from inference.py's multiview3x7 views (yaw -0.4 ... 0.4 x pitch +-0.2) at
+                  --img_size, with grid_latent_depth.png (16-bit) / _depth_preview.png / _depth.json, the
+                  files `inference.py --latent latent.pt --type multiview3x7 --outputs rgb,depth` writes
+`inference.py --latent`, `extract_mesh.py --latent` render the latent file again. Not yet (issue 27): pose
+estimation from landmarks, fine-tuning, GRAM-HD checkpoints, the viewer.
+"""
+import argparse
+import math
+import os
+import sys
+import time
+
+import torch
+from tqdm import tqdm
+
+import extract_mesh
+import inference
+from generators import surfaces
+from rendering import inversion
+from utils.cli import HelpFormatter, default_device, device, output_folder, positive_float, positive_int
+from utils.images import make_grid, save_png, to_uint8
+
+
+def pose_pair(text):
+    """'PITCH,YAW' (radians, offsets from the frontal camera) -> (pitch, yaw)."""
+    parts = str(text).split(',')
+    try:
+        values = [float(part) for part in parts]
+    except ValueError:
+        values = []
+    if len(values) != 2 or not all(math.isfinite(value) for value in values):
+        raise argparse.ArgumentTypeError(f"expected PITCH,YAW in radians from the frontal camera, e.g. 0,0.3; got {text}")
+    return tuple(values)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument('--image', required=True, help='the photo: a square crop aligned like the training images')
+    parser.add_argument('--pose', type=pose_pair, required=True,
+                        help='PITCH,YAW of the photo, radians from the frontal camera (e.g. 0,0.3)')
+    parser.add_argument('--ckpt', default=None, help='checkpoint (default: the shipped model ckpts/synthetic_heads.pt)')
+    parser.add_argument('--config', default=None, help='config name (needed for official checkpoints)')
+    parser.add_argument('--output_dir', default='inverted', help='folder for fit.png, latent.pt and the views')
+    parser.add_argument('--steps', type=positive_int, default=inversion.DEFAULT_STEPS, help='Adam steps of the fit')
+    parser.add_argument('--lr', type=positive_float, default=inversion.DEFAULT_LR, help='Adam learning rate')
+    parser.add_argument('--img_size', type=positive_int, default=None,
+                        help=f'size of the novel views (default: the model\'s; shipped model {inference.DEMO_IMG_SIZE})')
+    parser.add_argument('--mesh_resolution', type=positive_int, default=extract_mesh.DEFAULT_RESOLUTION,
+                        help='grid of the mesh (extract_mesh.py --resolution); 0 is refused, use --no_mesh')
+    parser.add_argument('--no_mesh', action='store_true', help='do not write mesh_latent.ply')
+    parser.add_argument('--video', action='store_true',
+                        help='also write the orbit video with depth and normals (inference.py --type video)')
+    parser.add_argument('--device', type=device, default=default_device(), help='cpu, cuda or cuda:N')
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    demo = inference.demo_defaults_apply(args)
+    if demo:
+        args.ckpt = inference.DEMO_CHECKPOINT
+        args.img_size = args.img_size or inference.DEMO_IMG_SIZE
+    if not os.path.isfile(args.image):
+        raise SystemExit(f"error: --image {args.image} does not exist")
+    with output_folder(args.output_dir):  # a failed run leaves no empty folder behind
+        generator = inference.load_or_exit(args.ckpt, args.config, args.device)
+        if getattr(generator, 'is_hd', False):
+            raise SystemExit("error: invert.py fits GRAM checkpoints; GRAM-HD is not supported yet")
+        try:
+            inversion.check_pose(generator, *args.pose)
+            target = inversion.load_target(args.image, int(generator.img_size))
+        except inversion.InversionError as error:
+            raise SystemExit(f"error: {error}")
+        pitch, yaw = inference.frontal_angles(*args.pose)
+        start = time.time()
+        with tqdm(total=args.steps, desc='fit', unit='step') as progress:
+            styles, history = inversion.fit_latent(generator, target, pitch, yaw, steps=args.steps, lr=args.lr,
+                                                   progress=progress)
+        seconds = time.time() - start
+        with torch.no_grad():
+            reconstruction = generator.render(None, pitch, yaw, lock_view_dependence=True, styles=styles)
+        difference = (reconstruction - target.to(reconstruction.device)).abs() * 4 - 1  # x4, shown in [-1, 1]
+        tiles = list(to_uint8(torch.cat([target.to(reconstruction.device), reconstruction, difference])))
+        save_png(make_grid(tiles, 1, 3), os.path.join(args.output_dir, 'fit.png'))
+        latent_path = os.path.join(args.output_dir, 'latent.pt')
+        inversion.save_latent(latent_path, styles, args.ckpt, *args.pose, args.image, history)
+        view_args = inference.build_parser().parse_args(
+            ['--output_dir', args.output_dir, '--outputs', 'rgb,depth', '--no_watermark']
+            + (['--img_size', str(args.img_size)] if args.img_size else []))
+        inference.run_view_type(generator, view_args, ['latent'], args.device, 'multiview3x7',
+                                latents={'latent': styles})
+        if args.video:
+            view_args.outputs = ['rgb', 'depth', 'normal']
+            inference.run_view_type(generator, view_args, ['latent'], args.device, 'video', latents={'latent': styles})
+        mesh_note = ''
+        if not args.no_mesh:
+            mesh_args = extract_mesh.check_args(extract_mesh.build_parser().parse_args(
+                ['--output_dir', args.output_dir, '--resolution', str(args.mesh_resolution)]))
+            mesh_note, _ = extract_mesh.extract_seed(generator, 'latent', mesh_args,
+                                                     surfaces.default_half_extent(generator), None, styles=styles)
+    print(f"fit in {seconds:.1f} s ({args.steps} steps, {seconds / args.steps * 1000:.0f} ms/step): input-view PSNR "
+          f"{inversion.psnr_from_mse(history[-1]):.2f} dB (from {inversion.psnr_from_mse(history[0]):.2f} dB at the "
+          f"mean latent); wrote fit.png, latent.pt, grid_latent.png (+ depth){', the video' if args.video else ''}"
+          f"{'' if args.no_mesh else ', mesh_latent.ply'} to {args.output_dir}")
+    if mesh_note:
+        print(mesh_note)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

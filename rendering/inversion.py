@@ -1,0 +1,169 @@
+"""Putting a photo into a GRAM generator: fit the FiLM parameters that render it from a given camera.
+
+GRAM maps z through its mapping network to one (frequency, phase) pair per FiLM layer and channel; each
+layer has its own slice, so that vector acts like StyleGAN's W+ and is what gets optimised here (as pi-GAN's
+inverse_render.py and NeRFInvertor do; README "Inversion"). The fit starts at the mean FiLM parameters of
+the mapping network (GRAM's truncation centre), is pulled back towards them, and is perturbed by noise
+that decays to zero, which keeps it from settling into a latent that only explains the one view. GRAM's
+manifolds do not depend on the latent: the fit changes colour and opacity on fixed surfaces only.
+
+A latent file (`save_latent` / `load_latent`) holds the fitted parameters, the camera they were fitted from
+and the checkpoint they belong to; `inference.py --latent` renders it in place of a seed.
+"""
+import hashlib
+import math
+import os
+
+import numpy as np
+import torch
+
+LATENT_FORMAT = 'gram-pytorch-latent'
+LATENT_VERSION = 1
+# Defaults of the fit (measured on the shipped model at 32^2, README "Inversion").
+DEFAULT_STEPS = 200
+DEFAULT_LR = 0.02
+DEFAULT_MEAN_PULL = 1e-4
+DEFAULT_NOISE = 0.05
+
+
+class InversionError(ValueError):
+    """An input the inversion cannot use, with the file / value and what was expected."""
+
+
+def load_target(path, img_size):
+    """The photo at `path` as [1, 3, S, S] in [-1, 1] at the model's size S.
+
+    The photo must already be a crop like the training images (square, the head centred as
+    preprocess_dataset.py aligns it); it is only resized. A non-square image is refused rather than squashed.
+    """
+    from PIL import Image
+
+    from utils.images import read_rgb
+
+    try:
+        image = read_rgb(path)
+    except FileNotFoundError:
+        raise InversionError(f"--image {path} does not exist") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        raise InversionError(f"cannot read --image {path}: {str(error).replace(repr(str(path)), '').strip()}; "
+                             "expected a PNG or JPEG photo") from None
+    width, height = image.size
+    if width != height:
+        raise InversionError(f"--image {path} is {width}x{height}; expected a square crop aligned like the training "
+                             "images (preprocess_dataset.py crops them)")
+    if width < 16:
+        raise InversionError(f"--image {path} is {width}x{height}; expected at least 16x16")
+    if width != img_size:
+        image = image.resize((img_size, img_size), Image.Resampling.LANCZOS)
+    array = np.asarray(image, dtype=np.float32) / 127.5 - 1
+    return torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0).contiguous()
+
+
+def check_pose(generator, pitch_offset, yaw_offset):
+    """Offsets (radians) from the frontal camera inside the model's camera prior (mean +- 3 std), else an
+    InversionError naming the value and the range."""
+    prior = generator.prior
+    for name, value, std in (('pitch', pitch_offset, prior['v_stddev']), ('yaw', yaw_offset, prior['h_stddev'])):
+        limit = max(3 * float(std), 0.05)
+        if not math.isfinite(value) or abs(value) > limit:
+            raise InversionError(f"--pose {name} {value:g} rad is outside the model's camera range (+-{limit:.2f} rad "
+                                 f"from frontal, 3 standard deviations of its {name} prior)")
+
+
+def fit_latent(generator, target, pitch, yaw, steps=DEFAULT_STEPS, lr=DEFAULT_LR, mean_pull=DEFAULT_MEAN_PULL,
+               noise=DEFAULT_NOISE, progress=None, seed=0):
+    """FiLM parameters (raw frequencies, phases) [1, D] each that render `target` [1, 3, S, S] from the
+    camera (pitch [1], yaw [1]) (official pose labels, radians). Adam on offsets from the mean parameters;
+    loss = mean squared error + mean_pull * mean squared offset; Gaussian noise of std `noise` x the
+    parameters' spread is added to the rendered parameters and decays linearly to 0 at 3/4 of the steps.
+    Returns (styles, history) with history the loss per step."""
+    device = next(generator.parameters()).device
+    target = target.to(device)
+    size = target.shape[-1]
+    mean_frequencies, mean_phases = (tensor.detach().clone() for tensor in generator.truncation_center(device))
+    with torch.no_grad():  # the spread of each parameter over latents scales the noise
+        rng = torch.Generator().manual_seed(seed)
+        sample = generator.mapping(torch.randn(256, generator.z_dim, generator=rng).to(device))
+        spreads = [values.std(dim=0, keepdim=True) for values in sample]
+    offsets = [torch.zeros_like(mean_frequencies, requires_grad=True),
+               torch.zeros_like(mean_phases, requires_grad=True)]
+    optimizer = torch.optim.Adam(offsets, lr=lr)
+    noise_rng = torch.Generator(device='cpu').manual_seed(seed + 1)
+    history = []
+    was_training = generator.training
+    generator.eval()
+    for param in generator.parameters():
+        param.requires_grad_(False)
+    try:
+        for step in range(steps):
+            scale = noise * max(0.0, 1 - step / max(1, 0.75 * steps))
+            styles = []
+            for mean, offset, spread in zip((mean_frequencies, mean_phases), offsets, spreads):
+                jitter = torch.randn(mean.shape, generator=noise_rng).to(device) * spread * scale
+                styles.append(mean + offset + jitter)
+            image = generator.render(None, pitch, yaw, img_size=size, lock_view_dependence=True, styles=tuple(styles))
+            loss = torch.mean((image - target) ** 2)
+            regulariser = mean_pull * sum(torch.mean(offset ** 2) for offset in offsets)
+            optimizer.zero_grad(set_to_none=True)
+            (loss + regulariser).backward()
+            optimizer.step()
+            history.append(float(loss.detach()))
+            if progress is not None:
+                progress.set_postfix(loss=f"{history[-1]:.4f}", psnr=f"{psnr_from_mse(history[-1]):.1f}")
+                progress.update(1)
+    finally:
+        for param in generator.parameters():
+            param.requires_grad_(True)
+        generator.train(was_training)
+    styles = tuple((mean + offset).detach() for mean, offset in zip((mean_frequencies, mean_phases), offsets))
+    return styles, history
+
+
+def psnr_from_mse(mse):
+    """PSNR (dB) of images in [-1, 1] (peak-to-peak 2) from their mean squared error."""
+    return 10 * math.log10(4 / max(mse, 1e-12))
+
+
+def checkpoint_fingerprint(path):
+    """sha256 of a checkpoint file's bytes (first 16 hex digits): a latent belongs to one generator."""
+    digest = hashlib.sha256()
+    with open(path, 'rb') as stream:
+        for block in iter(lambda: stream.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def save_latent(path, styles, ckpt, pitch_offset, yaw_offset, source_image, history):
+    """Write a latent file: the FiLM parameters, the fitted camera (offsets from frontal, radians), the image
+    it was fitted to and the checkpoint (path + fingerprint) it belongs to."""
+    from utils.checkpoints import atomic_save
+
+    atomic_save({'format': LATENT_FORMAT, 'format_version': LATENT_VERSION,
+                 'raw_frequencies': styles[0].cpu(), 'phases': styles[1].cpu(),
+                 'pose_offset': [float(pitch_offset), float(yaw_offset)], 'image': os.path.abspath(source_image),
+                 'checkpoint': os.path.abspath(ckpt), 'checkpoint_sha256': checkpoint_fingerprint(ckpt),
+                 'final_loss': history[-1] if history else None}, path)
+
+
+def load_latent(path, generator, ckpt=None):
+    """(raw frequencies, phases) [1, D] of a latent file on the generator's device; InversionError naming the
+    file when it is not a latent file or does not fit the generator (its width, or another checkpoint)."""
+    from utils.checkpoints import CheckpointError, load_file
+
+    try:
+        record = load_file(path)
+    except (CheckpointError, FileNotFoundError) as error:
+        raise InversionError(f"--latent: {error}") from None
+    if not isinstance(record, dict) or record.get('format') != LATENT_FORMAT:
+        raise InversionError(f"--latent {path} is not a latent file written by invert.py (format {LATENT_FORMAT})")
+    device = next(generator.parameters()).device
+    styles = (record['raw_frequencies'].to(device), record['phases'].to(device))
+    expected = generator.truncation_center(device)[0].shape[-1]
+    if styles[0].shape[-1] != expected:
+        raise InversionError(f"--latent {path} holds {styles[0].shape[-1]} FiLM parameters per kind but the "
+                             f"generator has {expected}: it was fitted with another model ({record.get('checkpoint')})")
+    if ckpt is not None and os.path.isfile(ckpt) and record.get('checkpoint_sha256') != checkpoint_fingerprint(ckpt):
+        import sys
+        print(f"warning: --latent {path} was fitted with {record.get('checkpoint')}, not {ckpt}; rendering it "
+              "anyway (same network widths)", file=sys.stderr)
+    return styles, record

@@ -1,0 +1,122 @@
+"""Issue 27, first part: invert.py fits GRAM's FiLM parameters to a photo; its latent file renders in
+inference.py in place of a seed; bad input is one line with nothing written."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import inference
+import invert
+from generators import build_generator
+from rendering import inversion
+from utils.images import to_uint8
+from utils.seeds import latent_for_seed
+
+pytestmark = pytest.mark.usefixtures('one_thread')  # see conftest.one_thread
+
+
+@pytest.fixture(scope='module')
+def tiny():
+    torch.manual_seed(0)
+    return build_generator('TINY_GRAM').eval()
+
+
+def frontal(pitch=0.0, yaw=0.0):
+    return inference.frontal_angles(pitch, yaw)
+
+
+def test_fit_recovers_a_latents_render(tiny):
+    pitch, yaw = frontal(0.0, 0.2)
+    with torch.no_grad():
+        target = tiny.render(latent_for_seed(3, tiny.z_dim), pitch, yaw, lock_view_dependence=True)
+    styles, history = inversion.fit_latent(tiny, target, pitch, yaw, steps=60, lr=0.05)
+    start, end = inversion.psnr_from_mse(history[0]), inversion.psnr_from_mse(history[-1])
+    with torch.no_grad():
+        fitted = tiny.render(None, pitch, yaw, lock_view_dependence=True, styles=styles)
+    achieved = inversion.psnr_from_mse(float(((fitted - target) ** 2).mean()))
+    assert achieved > start + 6 and achieved > 25, (start, end, achieved)
+    assert all(param.requires_grad for param in tiny.parameters())  # the generator is left as it was
+
+
+def test_styles_of_the_mapping_render_like_z(tiny):
+    z = latent_for_seed(1, tiny.z_dim)
+    pitch, yaw = frontal(0.1, -0.2)
+    with torch.no_grad():
+        by_z = tiny.render(z, pitch, yaw, truncation_psi=0.7)
+        by_styles = tiny.render(None, pitch, yaw, styles=tiny.mapping(z, 0.7))
+    torch.testing.assert_close(by_styles, by_z, rtol=0, atol=0)
+
+
+def write_png(path, image):
+    Image.fromarray(image).save(path)
+    return path
+
+
+def test_invert_then_render_the_latent_in_inference(tiny_ckpt, tmp_path):
+    from generators import load_generator
+
+    generator = load_generator(tiny_ckpt)
+    pitch, yaw = frontal(0.0, 0.1)
+    with torch.no_grad():
+        target = generator.render(latent_for_seed(2, generator.z_dim), pitch, yaw, lock_view_dependence=True)
+    photo = write_png(tmp_path / 'photo.png', to_uint8(target)[0])
+    out = tmp_path / 'inv'
+    invert.main(['--image', str(photo), '--pose', '0,0.1', '--ckpt', str(tiny_ckpt), '--steps', '30',
+                 '--mesh_resolution', '16', '--output_dir', str(out), '--device', 'cpu'])
+    for name in ('fit.png', 'latent.pt', 'grid_latent.png', 'grid_latent_depth.png', 'grid_latent_depth.json',
+                 'mesh_latent.ply'):
+        assert (out / name).stat().st_size > 0, name
+    styles, record = inversion.load_latent(str(out / 'latent.pt'), generator, str(tiny_ckpt))
+    assert record['pose_offset'] == [0.0, 0.1]
+    rendered = tmp_path / 'rendered'
+    inference.main(['--ckpt', str(tiny_ckpt), '--latent', str(out / 'latent.pt'), '--type', 'multiview1x3',
+                    '--no_watermark', '--output_dir', str(rendered), '--device', 'cpu'])
+    grid = np.asarray(Image.open(rendered / 'grid_latent.png'))
+    with torch.no_grad():
+        views = [generator.render(None, *frontal(0.0, offset), lock_view_dependence=True, styles=styles)
+                 for offset in (-0.3, 0.0, 0.3)]
+    expected = np.concatenate([to_uint8(view)[0] for view in views], axis=1)
+    np.testing.assert_array_equal(grid, expected)
+    import extract_mesh
+    extract_mesh.main(['--ckpt', str(tiny_ckpt), '--latent', str(out / 'latent.pt'), '--resolution', '16',
+                       '--output_dir', str(tmp_path / 'meshes'), '--device', 'cpu'])
+    assert (tmp_path / 'meshes' / 'mesh_latent.ply').read_bytes() == (out / 'mesh_latent.ply').read_bytes()
+
+
+@pytest.mark.parametrize('case, fragment', [
+    ('missing', 'does not exist'), ('not_an_image', 'cannot read --image'), ('not_square', 'expected a square'),
+    ('pose_range', 'outside the model\'s camera range'), ('pose_text', 'expected PITCH,YAW'),
+])
+def test_bad_input_is_one_line_and_writes_nothing(case, fragment, tiny_ckpt, tmp_path, capsys):
+    photo = tmp_path / 'photo.png'
+    Image.new('RGB', (32, 32), (120, 80, 60)).save(photo)
+    pose = '0,0'
+    if case == 'missing':
+        photo = tmp_path / 'missing.png'
+    elif case == 'not_an_image':
+        photo.write_text('not an image')
+    elif case == 'not_square':
+        Image.new('RGB', (40, 32)).save(photo)
+    elif case == 'pose_range':
+        pose = '0,3'
+    elif case == 'pose_text':
+        pose = 'frontal'
+    out = tmp_path / 'out'
+    with pytest.raises(SystemExit) as stop:
+        invert.main(['--image', str(photo), '--pose', pose, '--ckpt', str(tiny_ckpt), '--output_dir', str(out),
+                     '--steps', '2', '--device', 'cpu'])
+    message = str(stop.value.code) if stop.value.code != 2 else capsys.readouterr().err.strip().splitlines()[-1]
+    assert fragment in message and '\n' not in message, message
+    assert not out.exists()
+
+
+def test_a_latent_of_another_width_is_refused(tiny_ckpt, tmp_path):
+    path = tmp_path / 'wide.pt'
+    inversion.save_latent(str(path), (torch.zeros(1, 7), torch.zeros(1, 7)), str(tiny_ckpt), 0, 0, 'x.png', [1.0])
+    with pytest.raises(SystemExit) as stop:
+        inference.main(['--ckpt', str(tiny_ckpt), '--latent', str(path), '--output_dir', str(tmp_path / 'o'),
+                        '--device', 'cpu'])
+    assert 'holds 7 FiLM parameters' in str(stop.value.code)
+    assert not (tmp_path / 'o').exists()
