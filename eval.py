@@ -63,7 +63,8 @@ def build_parser():
     group.add_argument('--num_real', type=positive_int, default=None, help='real images to use (default: all)')
     group.add_argument('--metrics', default='fid,kid,is', help="comma list of fid, kid, is, swd (offline, no Inception weights), consistency, "
                             "cross_resolution (GRAM-HD: HR down-sampled vs LR, with the consistency flags), "
-                            "depth (geometry against the procedural heads' true depth)")
+                            "depth (geometry against the procedural heads' true depth), inversion (held-out heads "
+                            "put into the model and scored at unseen views)")
     group.add_argument('--feature_extractor_weights', default=None,
                        help='local inception-v3-compat weights (.pth) for machines without internet')
     group.add_argument('--device', type=device, default=default_device(), help='cpu, cuda or cuda:N')
@@ -91,6 +92,13 @@ def build_parser():
                        help='depth map resolution; default: the model resolution')
     group.add_argument('--depth_truth_seed', type=seed, default=geometry.DEFAULT_TRUTH_SEED,
                        help='procedural dataset seed of the true heads (held out: the README data uses seed 0)')
+    group = parser.add_argument_group('inversion of held-out procedural heads (--metrics inversion; GRAM)')
+    group.add_argument('--inversion_num', type=positive_int, default=20,
+                       help='held-out heads (of --depth_truth_seed), each inverted from a frontal and a side view')
+    group.add_argument('--inversion_steps', type=positive_int, default=None,
+                       help='steps of each fit (default: invert.py\'s)')
+    group.add_argument('--inversion_ceiling_steps', type=positive_int, default=None,
+                       help='steps of the ceiling fit to all 21 views (default: --inversion_steps)')
     return parser
 
 

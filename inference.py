@@ -20,11 +20,9 @@ Inexact speed-ups for GRAM checkpoints, all off by default (errors measured in R
     --early_termination T   skip points behind a transmittance below T (colour error <= ~T)
 """
 import argparse
-import math
 import os
 import sys
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -32,34 +30,13 @@ from generators import build_generator, load_generator
 from generators.camera import sample_camera_angles
 from generators.gram import check_inexact_options
 from rendering import interpolation, outputs3d
+from rendering.views import VIEW_TYPES, frontal_angles, view_offsets  # noqa: F401 (public names of this script)
 from utils.checkpoints import CheckpointError
 from utils.cli import (HelpFormatter, comma_list, default_device, device, nonnegative_float, output_folder,
                        positive_int, seed_list, truncation, warn_ignored)
 from utils.images import add_watermark, make_grid, save_png, save_video, to_uint8
 from utils.resources import format_bytes, require_memory
 from utils.seeds import latent_for_seed, parse_seeds
-
-VIEW_TYPES = ('video', 'multiview1x3', 'multiview3x7', 'rand', 'interpolation')
-
-
-def view_offsets(view_type):
-    """(rows, cols, [(pitch_offset, yaw_offset), ...] row-major, lock_view_dependence) of a view set."""
-    if view_type == 'multiview1x3':
-        return 1, 3, [(0.0, yaw) for yaw in (-0.3, 0.0, 0.3)], True
-    if view_type == 'multiview3x7':
-        yaws = np.linspace(-0.4, 0.4, 7)
-        return 3, 7, [(pitch, float(yaw)) for pitch in (0.2, 0.0, -0.2) for yaw in yaws], True
-    if view_type == 'video':
-        yaws = list(np.linspace(-0.3, 0.3, 31)[:-1]) + list(np.linspace(0.3, -0.3, 31)[:-1])
-        return 1, 1, [(0.0, float(yaw)) for yaw in yaws], True
-    raise ValueError(f"unknown view type {view_type!r}; expected one of {', '.join(VIEW_TYPES)}")
-
-
-def frontal_angles(pitch_offset, yaw_offset):
-    """Official pose labels (float64) for offsets from the frontal camera: (pi/2 + pitch, pi/2 + yaw)."""
-    return (torch.tensor([math.pi / 2 + pitch_offset], dtype=torch.float64),
-            torch.tensor([math.pi / 2 + yaw_offset], dtype=torch.float64))
-
 
 def render_batch(generator, z, pitch, yaw, args_img_size, truncation, lock, render_options=None,
                  with_depth=False, styles=None):

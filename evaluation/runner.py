@@ -12,12 +12,13 @@ from utils.atomic import atomic_open
 from . import consistency as consistency_metric
 from . import cross_resolution as cross_resolution_metric
 from . import geometry as geometry_metric
+from . import inversion as inversion_metric
 from . import fidelity, swd
 from .fidelity import EvaluationError
 
-METRIC_NAMES = ('fid', 'kid', 'is', 'swd', 'consistency', 'cross_resolution', 'depth')
+METRIC_NAMES = ('fid', 'kid', 'is', 'swd', 'consistency', 'cross_resolution', 'depth', 'inversion')
 # Metrics that render views of --ckpt themselves (not a set of fakes).
-CHECKPOINT_METRICS = ('consistency', 'cross_resolution', 'depth')
+CHECKPOINT_METRICS = ('consistency', 'cross_resolution', 'depth', 'inversion')
 FIDELITY_METRICS = ('fid', 'kid', 'is')
 # Metrics that compare a set of fakes with a set of reals (the offline SWD needs no Inception weights).
 IMAGE_SET_METRICS = FIDELITY_METRICS + ('swd',)
@@ -380,6 +381,17 @@ def evaluate(options):
             truth_seed=getattr(options, 'depth_truth_seed', geometry_metric.DEFAULT_TRUTH_SEED),
             device=options.device, progress=progress))
 
+    if 'inversion' in metrics:
+        def run_inversion(progress):
+            inversion_metric.check_comparable(generator)
+            return inversion_metric.evaluate_inversion(
+                generator, num=getattr(options, 'inversion_num', inversion_metric.DEFAULT_NUM),
+                truth_seed=getattr(options, 'depth_truth_seed', geometry_metric.DEFAULT_TRUTH_SEED),
+                steps=getattr(options, 'inversion_steps', None) or inversion_metric.inversion.DEFAULT_STEPS,
+                ceiling_steps=getattr(options, 'inversion_ceiling_steps', None), progress=progress)
+        checkpoint_metric('inversion', getattr(options, 'inversion_num', inversion_metric.DEFAULT_NUM), 'head',
+                          run_inversion)
+
     result['protocol'] = protocol
     output_json = options.output_json or os.path.join(options.tmp_dir, f'{json_name}.json')
     try:
@@ -457,6 +469,8 @@ def summary_lines(result):
         lines.extend(cross_resolution_metric.summary_lines(result['cross_resolution']))
     if 'depth' in result:
         lines.extend(geometry_metric.summary_lines(result['depth']))
+    if 'inversion' in result:
+        lines.extend(inversion_metric.summary_lines(result['inversion']))
     if 'output_json' in result:
         lines.append(f"wrote {result['output_json']}")
     return lines

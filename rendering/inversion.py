@@ -72,8 +72,9 @@ def check_pose(generator, pitch_offset, yaw_offset):
 
 def fit_latent(generator, target, pitch, yaw, steps=DEFAULT_STEPS, lr=DEFAULT_LR, mean_pull=DEFAULT_MEAN_PULL,
                noise=DEFAULT_NOISE, progress=None, seed=0):
-    """FiLM parameters (raw frequencies, phases) [1, D] each that render `target` [1, 3, S, S] from the
-    camera (pitch [1], yaw [1]) (official pose labels, radians). Adam on offsets from the mean parameters;
+    """FiLM parameters (raw frequencies, phases) [1, D] each that render `target` [V, 3, S, S] from the
+    V cameras (pitch [V], yaw [V]) (official pose labels, radians; V = 1 for a photo, more for the
+    ceiling of the inversion metric: one latent fitted to all its true views). Adam on offsets from the mean parameters;
     loss = mean squared error + mean_pull * mean squared offset; Gaussian noise of std `noise` x the
     parameters' spread is added to the rendered parameters and decays linearly to 0 at 3/4 of the steps.
     Returns (styles, history) with history the loss per step."""
@@ -101,7 +102,9 @@ def fit_latent(generator, target, pitch, yaw, steps=DEFAULT_STEPS, lr=DEFAULT_LR
             for mean, offset, spread in zip((mean_frequencies, mean_phases), offsets, spreads):
                 jitter = torch.randn(mean.shape, generator=noise_rng).to(device) * spread * scale
                 styles.append(mean + offset + jitter)
-            image = generator.render(None, pitch, yaw, img_size=size, lock_view_dependence=True, styles=tuple(styles))
+            views = target.shape[0]
+            image = generator.render(None, pitch, yaw, img_size=size, lock_view_dependence=True,
+                                     styles=tuple(style.expand(views, -1) for style in styles))
             loss = torch.mean((image - target) ** 2)
             regulariser = mean_pull * sum(torch.mean(offset ** 2) for offset in offsets)
             optimizer.zero_grad(set_to_none=True)

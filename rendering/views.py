@@ -19,6 +19,27 @@ from utils.images import to_uint8
 from utils.maps import colorize_depth, depth_range
 from utils.seeds import latent_for_seed
 
+VIEW_TYPES = ('video', 'multiview1x3', 'multiview3x7', 'rand', 'interpolation')
+
+
+def view_offsets(view_type):
+    """(rows, cols, [(pitch_offset, yaw_offset), ...] row-major, lock_view_dependence) of a view set."""
+    if view_type == 'multiview1x3':
+        return 1, 3, [(0.0, yaw) for yaw in (-0.3, 0.0, 0.3)], True
+    if view_type == 'multiview3x7':
+        yaws = np.linspace(-0.4, 0.4, 7)
+        return 3, 7, [(pitch, float(yaw)) for pitch in (0.2, 0.0, -0.2) for yaw in yaws], True
+    if view_type == 'video':
+        yaws = list(np.linspace(-0.3, 0.3, 31)[:-1]) + list(np.linspace(0.3, -0.3, 31)[:-1])
+        return 1, 1, [(0.0, float(yaw)) for yaw in yaws], True
+    raise ValueError(f"unknown view type {view_type!r}; expected one of {', '.join(VIEW_TYPES)}")
+
+
+def frontal_angles(pitch_offset, yaw_offset):
+    """Official pose labels (float64) for offsets from the frontal camera: (pi/2 + pitch, pi/2 + yaw)."""
+    return (torch.tensor([math.pi / 2 + pitch_offset], dtype=torch.float64),
+            torch.tensor([math.pi / 2 + yaw_offset], dtype=torch.float64))
+
 RENDER_MODES = ('rgb', 'depth', 'normals', 'alpha')
 # OpenGL camera axes (GRAM's look_at_cam2world: +x right, +y up, +z back) -> OpenCV ones (viser's).
 _GL_TO_CV = np.diag([1.0, -1.0, -1.0])

@@ -120,3 +120,39 @@ def test_a_latent_of_another_width_is_refused(tiny_ckpt, tmp_path):
                         '--device', 'cpu'])
     assert 'holds 7 FiLM parameters' in str(stop.value.code)
     assert not (tmp_path / 'o').exists()
+
+
+def test_inversion_metric_scores_novel_views_against_the_truth(tmp_path, capsys):
+    import json
+
+    import eval as eval_cli
+    from conftest import REPO_ROOT
+
+    output = tmp_path / 'inversion.json'
+    eval_cli.main(['--ckpt', str(REPO_ROOT / 'ckpts' / 'synthetic_heads.pt'), '--metrics', 'inversion',
+                   '--inversion_num', '1', '--inversion_steps', '40', '--inversion_ceiling_steps', '3',
+                   '--tmp_dir', str(tmp_path), '--output_json', str(output), '--quiet', '--device', 'cpu'])
+    printed = capsys.readouterr().out
+    assert 'side input (yaw +0.3), far side' in printed
+    mean = json.loads(output.read_text())['inversion']['mean']
+    # the fit explains its input and carries over to views it never saw; the mean latent does neither
+    assert mean['frontal']['input_psnr'] > mean['floor']['psnr'] + 10
+    assert mean['frontal']['psnr'] > mean['floor']['psnr'] + 5
+    assert mean['side']['psnr'] > mean['floor_far']['psnr'] + 3
+    assert 0 < mean['frontal']['depth_l1'] < 0.05
+
+
+def test_inversion_metric_refuses_gramhd(tmp_path):
+    import configs
+    import eval as eval_cli
+    from utils.checkpoints import atomic_save, make_checkpoint
+
+    torch.manual_seed(0)
+    path = tmp_path / 'tiny_hd.pt'
+    atomic_save(make_checkpoint('generator', configs.get_config('TINY_GRAMHD'), 0,
+                                {'state_dict': build_generator('TINY_GRAMHD').state_dict()}, 'TINY_GRAMHD'), path)
+    with pytest.raises(SystemExit) as stop:
+        eval_cli.main(['--ckpt', str(path), '--metrics', 'inversion', '--inversion_num', '1',
+                       '--tmp_dir', str(tmp_path / 'cache'), '--quiet', '--device', 'cpu'])
+    assert 'inversion' in str(stop.value.code) and 'GRAM-HD' in str(stop.value.code)
+    assert not (tmp_path / 'cache').exists()
