@@ -36,19 +36,23 @@ def one_thread():
     torch.set_num_threads(previous)
 
 
-@pytest.fixture(scope='module')
-def tiny_ckpt(tmp_path_factory):
-    """A loadable self-describing checkpoint of an untrained TINY_GRAM generator (seed 0)."""
+def untrained_checkpoint(config_name, path):
+    """Write a loadable self-describing checkpoint of an untrained generator of `config_name` (seed 0)."""
     import configs
     from generators import build_generator
     from utils.checkpoints import atomic_save, make_checkpoint
 
     torch.manual_seed(0)
-    generator = build_generator('TINY_GRAM')
-    path = tmp_path_factory.mktemp('ckpt') / 'tiny.pt'
-    atomic_save(make_checkpoint('generator', configs.get_config('TINY_GRAM'), 0,
-                                {'state_dict': generator.state_dict()}, 'TINY_GRAM'), path)
+    generator = build_generator(config_name)
+    atomic_save(make_checkpoint('generator', configs.get_config(config_name), 0,
+                                {'state_dict': generator.state_dict()}, config_name), path)
     return path
+
+
+@pytest.fixture(scope='module')
+def tiny_ckpt(tmp_path_factory):
+    """A loadable self-describing checkpoint of an untrained TINY_GRAM generator (seed 0)."""
+    return untrained_checkpoint('TINY_GRAM', tmp_path_factory.mktemp('ckpt') / 'tiny.pt')
 
 
 def posed_image_folder(root, count, size=20):

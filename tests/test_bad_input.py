@@ -20,7 +20,7 @@ import inference
 import preprocess_dataset
 import render_multiview_images
 import train as train_script
-from conftest import REPO_ROOT, posed_image_folder
+from conftest import REPO_ROOT, posed_image_folder, untrained_checkpoint
 from utils import resources
 
 pytestmark = pytest.mark.usefixtures('one_thread')  # see conftest.one_thread
@@ -74,16 +74,7 @@ def hd_data_dir(tmp_path_factory):
 @pytest.fixture(scope='module')
 def tiny_hd_ckpt(tmp_path_factory):
     """A self-describing checkpoint of an untrained TINY_GRAMHD generator."""
-    import configs
-    from generators import build_generator
-    from utils.checkpoints import atomic_save, make_checkpoint
-
-    torch.manual_seed(0)
-    generator = build_generator('TINY_GRAMHD')
-    path = tmp_path_factory.mktemp('hd') / 'tiny_hd.pt'
-    atomic_save(make_checkpoint('generator', configs.get_config('TINY_GRAMHD'), 0,
-                                {'state_dict': generator.state_dict()}, 'TINY_GRAMHD'), path)
-    return str(path)
+    return str(untrained_checkpoint('TINY_GRAMHD', tmp_path_factory.mktemp('hd') / 'tiny_hd.pt'))
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -143,14 +143,10 @@ def test_inversion_metric_scores_novel_views_against_the_truth(tmp_path, capsys)
 
 
 def test_inversion_metric_refuses_gramhd(tmp_path):
-    import configs
     import eval as eval_cli
-    from utils.checkpoints import atomic_save, make_checkpoint
+    from conftest import untrained_checkpoint
 
-    torch.manual_seed(0)
-    path = tmp_path / 'tiny_hd.pt'
-    atomic_save(make_checkpoint('generator', configs.get_config('TINY_GRAMHD'), 0,
-                                {'state_dict': build_generator('TINY_GRAMHD').state_dict()}, 'TINY_GRAMHD'), path)
+    path = untrained_checkpoint('TINY_GRAMHD', tmp_path / 'tiny_hd.pt')
     with pytest.raises(SystemExit) as stop:
         eval_cli.main(['--ckpt', str(path), '--metrics', 'inversion', '--inversion_num', '1',
                        '--tmp_dir', str(tmp_path / 'cache'), '--quiet', '--device', 'cpu'])
