@@ -60,7 +60,8 @@ def build_parser():
     parser.add_argument('--half_extent', type=finite_float, default=None,
                         help='half side h of the cube [-h, h]^3 in world units (default: the rays\' depth band, '
                              '0.12 for faces/cats, 0.3 for CARLA)')
-    parser.add_argument('--truncation', type=truncation, default=0.7, help='psi in [0, 1], as inference.py (1.0 = none)')
+    parser.add_argument('--truncation', type=truncation, default=0.7,
+                        help='psi in [0, 1], as inference.py (1.0 = none)')
     parser.add_argument('--formats', default='ply', help=f"comma list of {', '.join(MESH_FORMATS)}; ply always")
     parser.add_argument('--color_view', default='normal', choices=('normal', 'frontal'),
                         help='colour each vertex as seen along its normal (default) or from the frontal camera')

@@ -45,7 +45,8 @@ def pose_pair(text):
     except ValueError:
         values = []
     if len(values) != 2 or not all(math.isfinite(value) for value in values):
-        raise argparse.ArgumentTypeError(f"expected PITCH,YAW in radians from the frontal camera, e.g. 0,0.3; got {text}")
+        raise argparse.ArgumentTypeError(f"expected PITCH,YAW in radians from the frontal camera, e.g. 0,0.3; "
+                                         f"got {text}")
     return tuple(values)
 
 
@@ -60,7 +61,8 @@ def build_parser():
     parser.add_argument('--steps', type=positive_int, default=inversion.DEFAULT_STEPS, help='Adam steps of the fit')
     parser.add_argument('--lr', type=positive_float, default=inversion.DEFAULT_LR, help='Adam learning rate')
     parser.add_argument('--img_size', type=positive_int, default=None,
-                        help=f'size of the novel views (default: the model\'s; shipped model {inference.DEMO_IMG_SIZE})')
+                        help=f"size of the novel views (default: the model's; shipped model "
+                             f"{inference.DEMO_IMG_SIZE})")
     parser.add_argument('--mesh_resolution', type=positive_int, default=extract_mesh.DEFAULT_RESOLUTION,
                         help='grid of the mesh (extract_mesh.py --resolution); 0 is refused, use --no_mesh')
     parser.add_argument('--no_mesh', action='store_true', help='do not write mesh_latent.ply')

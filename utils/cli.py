@@ -71,7 +71,8 @@ def nonnegative_float(text):
 def truncation(text):
     """Truncation psi, the same range in every script: 1 is none, 0 the mean face; outside [0, 1] the
     latents are pushed past the mean or away from it, which renders noise rather than faces."""
-    return _number(text, float, 'a finite truncation psi in [0, 1] (1.0 = no truncation)', lambda value: 0 <= value <= 1)
+    return _number(text, float, 'a finite truncation psi in [0, 1] (1.0 = no truncation)',
+                   lambda value: 0 <= value <= 1)
 
 
 def port(text):
