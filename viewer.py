@@ -62,6 +62,8 @@ def build_parser():
     parser.add_argument('--preview_size', type=positive_int, default=None,
                         help='GRAM render size while the camera moves (default: a quarter of --img_size, >= 32)')
     parser.add_argument('--seed', type=seed, default=0, help='first seed shown')
+    parser.add_argument('--latent', default=None,
+                        help='a latent file of invert.py, shown instead of the seeds (GRAM; psi does not apply)')
     parser.add_argument('--truncation', type=truncation, default=0.7, help='first psi shown, in [0, 1]')
     parser.add_argument('--output_dir', default='viewer_outputs', help='where the export buttons write')
     return parser
@@ -97,12 +99,12 @@ class Viewer:
     """The viser page over a `views.ViewRenderer`; one render thread serves every connected browser."""
 
     def __init__(self, generator, device='cpu', host='127.0.0.1', port=8080, img_size=None, preview_size=None,
-                 seed=0, truncation=0.7, output_dir='viewer_outputs', verbose=True):
+                 seed=0, truncation=0.7, output_dir='viewer_outputs', verbose=True, styles=None):
         import viser
 
         self.generator = generator
         self.device = device
-        self.renderer = views.ViewRenderer(generator, device)
+        self.renderer = views.ViewRenderer(generator, device, styles)
         self.is_hd = self.renderer.is_hd
         self.img_size = int(generator.img_size if self.is_hd else (img_size or generator.img_size))
         self.preview_size = int(preview_size or max(32, self.img_size // 4))
@@ -319,7 +321,7 @@ class Viewer:
         resolution, level = int(self.mesh_resolution.value), float(self.mesh_level.value)
         half_extent = surfaces.default_half_extent(self.generator)
         with self._generator_lock:
-            field = surfaces.LatentField.from_latent(self.generator, self.renderer.latent(seed_value), psi)
+            field = self.renderer.field(seed_value, psi)
             volume = surfaces.evaluate_volume(field.alpha, resolution, half_extent, self.device)
             vertices, faces, normals = surfaces.extract_surface(volume, level, half_extent)
             if not len(faces):
@@ -327,7 +329,8 @@ class Viewer:
                               f"level {level:g}; lower the level to see the faint structure")
             rgb, _ = surfaces.vertex_colors(field, vertices, normals)
         mesh = make_mesh(vertices, faces, colors_to_uint8(rgb), normals)
-        return mesh, f"mesh of seed {seed_value}: {len(vertices)} vertices at alpha {level:g}, {resolution}^3 grid"
+        name = 'the inverted latent' if self.renderer.styles is not None else f"seed {seed_value}"
+        return mesh, f"mesh of {name}: {len(vertices)} vertices at alpha {level:g}, {resolution}^3 grid"
 
     def add_mesh_to_scene(self):
         self.export_status.content = 'computing the mesh...'
@@ -345,7 +348,8 @@ class Viewer:
         view = self.current_view(full=True)
         with self._generator_lock:
             image, _ = self.renderer.render(view)
-        name = (f"view_seed{view.seed}_{view.mode}_pitch{view.pitch - math.pi / 2:+.3f}_"
+        subject = 'latent' if self.renderer.styles is not None else f"seed{view.seed}"
+        name = (f"view_{subject}_{view.mode}_pitch{view.pitch - math.pi / 2:+.3f}_"
                 f"yaw{view.yaw - math.pi / 2:+.3f}.png")
         path = os.path.join(self._prepared_output_dir(), name)
         save_png(image, path)
@@ -360,10 +364,12 @@ class Viewer:
         if not self.is_hd:
             argv += ['--img_size', str(self.img_size)]
         args = inference.build_parser().parse_args(argv)
-        self.export_status.content = f"rendering a 60-frame orbit of seed {view.seed}..."
+        name = 'latent' if self.renderer.styles is not None else view.seed
+        latents = {name: self.renderer.styles} if self.renderer.styles is not None else None
+        self.export_status.content = f"rendering a 60-frame orbit of {name}..."
         with self._generator_lock:
-            inference.run_view_type(self.generator, args, [view.seed], self.device, 'video')
-        path = os.path.join(self.output_dir, f'grid_{view.seed}.mp4')
+            inference.run_view_type(self.generator, args, [name], self.device, 'video', latents)
+        path = os.path.join(self.output_dir, f'grid_{name}.mp4')
         self.export_status.content = f"wrote `{path}` (+ depth and normal videos)"
         return path
 
@@ -374,10 +380,12 @@ class Viewer:
             ['--output_dir', self._prepared_output_dir(), '--truncation', str(view.truncation), '--resolution',
              str(int(self.mesh_resolution.value)), '--level', str(float(self.mesh_level.value)),
              '--formats', 'ply,obj,glb']))
-        self.export_status.content = f"extracting the mesh of seed {view.seed}..."
+        name = 'latent' if self.renderer.styles is not None else view.seed
+        self.export_status.content = f"extracting the mesh of {name}..."
         with self._generator_lock:
-            summary, _ = extract_mesh.extract_seed(self.generator, view.seed, args,
-                                                   surfaces.default_half_extent(self.generator), None)
+            summary, _ = extract_mesh.extract_seed(self.generator, name, args,
+                                                   surfaces.default_half_extent(self.generator), None,
+                                                   styles=self.renderer.styles)
         self.export_status.content = f"{summary} (in `{self.output_dir}`)"
         return summary
 
@@ -414,8 +422,12 @@ def main(argv=None):
         for flag, value in (('--img_size', size), ('--preview_size', args.preview_size or 0)):
             require_memory(2 * value * value * inference.RENDER_BYTES_PER_PIXEL, f"{flag} {value} (one render)",
                            args.device, advice=f'use a smaller {flag}')
+    styles = None
+    if args.latent is not None:
+        _, latents = inference.latent_or_exit(generator, args, [])
+        styles = next(iter(latents.values()))
     viewer = Viewer(generator, args.device, args.host, args.port, args.img_size, args.preview_size, args.seed,
-                    args.truncation, args.output_dir)
+                    args.truncation, args.output_dir, styles=styles)
     print(f"viewer of {args.ckpt} at http://{args.host}:{viewer.port} (Ctrl-C to stop); from another machine: "
           f"ssh -L {viewer.port}:localhost:{viewer.port} <this server>, then open http://localhost:{viewer.port}",
           flush=True)

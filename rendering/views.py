@@ -128,15 +128,16 @@ def alpha_to_uint8(alpha, scale=None):
     return np.repeat(grey[..., None], 3, axis=-1)
 
 
-def level_alpha(generator, z, pitch, yaw, img_size, level, truncation_psi=1.0):
+def level_alpha(generator, z, pitch, yaw, img_size, level, truncation_psi=1.0, field=None):
     """GRAM's opacity [H, W] where each pixel's ray first crosses manifold `level` (0 = the outermost
-    level), 0 where it does not: the intersections of `G.render` and the alpha of `surfaces.LatentField`."""
+    level), 0 where it does not: the intersections of `G.render` and the alpha of `surfaces.LatentField`
+    (of z, or the given `field`, e.g. an inverted photo's)."""
     if not 0 <= level < generator.num_levels:
         raise ValueError(f"manifold level {level} out of range 0..{generator.num_levels - 1}")
-    device = z.device
+    field = field or surfaces.LatentField.from_latent(generator, z, truncation_psi)
+    device = field.device
     origins = camera.origins_from_angles(torch.tensor([pitch], dtype=torch.float64),
                                          torch.tensor([yaw], dtype=torch.float64)).to(device)
-    field = surfaces.LatentField.from_latent(generator, z, truncation_psi)
     with torch.no_grad():
         hits = generator.ray_intersections(origins, img_size)
         points = hits['points'][0, :, level]
@@ -165,15 +166,25 @@ class ViewRenderer:
     """Renders `View`s of one generator with the calls inference.py makes (`G.render` with return_depth; for
     GRAM-HD `render_from_textures` on textures cached while the latent and psi stay the same)."""
 
-    def __init__(self, generator, device='cpu'):
+    def __init__(self, generator, device='cpu', styles=None):
         self.generator = generator
         self.device = device
         self.is_hd = bool(getattr(generator, 'is_hd', False))
+        if styles is not None and self.is_hd:
+            raise ValueError("an inverted latent holds GRAM FiLM parameters; GRAM-HD is not supported yet")
+        # an inverted photo's FiLM parameters (invert.py): shown instead of any seed, psi does not apply
+        self.styles = None if styles is None else tuple(tensor.to(device) for tensor in styles)
         self._textures_key = None
         self._textures = None
 
     def latent(self, seed):
         return latent_for_seed(seed, self.generator.z_dim).to(self.device)
+
+    def field(self, seed, truncation):
+        """The radiance field of a seed at psi `truncation` (or of the inverted latent)."""
+        if self.styles is not None:
+            return surfaces.LatentField(self.generator, *self.styles)
+        return surfaces.LatentField.from_latent(self.generator, self.latent(seed), truncation)
 
     def textures(self, seed, truncation):
         """GRAM-HD textures of a latent (computed once per seed and psi: the expensive super-resolution)."""
@@ -197,9 +208,10 @@ class ViewRenderer:
                     image, depth = lr_image, lr_depth
             else:
                 with camera_fov(self.generator, view.fov):
-                    image, depth = self.generator.render(self.latent(view.seed), pitch, yaw, img_size=view.img_size,
+                    z = None if self.styles is not None else self.latent(view.seed)
+                    image, depth = self.generator.render(z, pitch, yaw, img_size=view.img_size,
                                                          truncation_psi=view.truncation, lock_view_dependence=True,
-                                                         return_depth=True)
+                                                         return_depth=True, styles=self.styles)
         return to_uint8(image)[0], outputs3d.depth_tiles(depth)[0]
 
     def display_fov(self, view):
@@ -214,8 +226,8 @@ class ViewRenderer:
             if self.is_hd:
                 size = self.generator.lr_img_size if view.low_res else self.generator.img_size
             with camera_fov(self.generator, self.display_fov(view)):
-                alpha = level_alpha(self.generator, self.latent(view.seed), view.pitch, view.yaw, size, view.level,
-                                    view.truncation)
+                alpha = level_alpha(self.generator, None, view.pitch, view.yaw, size, view.level,
+                                    field=self.field(view.seed, view.truncation))
             peak = float(alpha.max(initial=0))
             return alpha_to_uint8(alpha, peak), f"alpha of manifold {view.level}: max {peak:.3g} (shown as white)"
         image, depth = self.render_maps(view)

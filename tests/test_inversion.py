@@ -152,3 +152,31 @@ def test_inversion_metric_refuses_gramhd(tmp_path):
                        '--tmp_dir', str(tmp_path / 'cache'), '--quiet', '--device', 'cpu'])
     assert 'inversion' in str(stop.value.code) and 'GRAM-HD' in str(stop.value.code)
     assert not (tmp_path / 'cache').exists()
+
+
+def test_the_viewer_shows_and_exports_an_inverted_latent(tmp_path):
+    viewer = pytest.importorskip('viewer')
+    pytest.importorskip('viser')
+    from conftest import REPO_ROOT
+    from generators import load_generator
+    from rendering import views
+
+    generator = load_generator(REPO_ROOT / 'ckpts' / 'synthetic_heads.pt')
+    styles = generator.mapping(latent_for_seed(7, generator.z_dim), 0.5)
+    page = viewer.Viewer(generator, 'cpu', port=0, img_size=16, preview_size=8, output_dir=str(tmp_path / 'out'),
+                         verbose=False, styles=styles)
+    try:
+        page.seed.value = 3  # the seed does not matter: the latent is shown
+        view = page.current_view(full=True)
+        image, _ = page.renderer.render(view)
+        pitch, yaw = torch.tensor([view.pitch], dtype=torch.float64), torch.tensor([view.yaw], dtype=torch.float64)
+        with torch.no_grad(), views.camera_fov(generator, view.fov):
+            expected = generator.render(latent_for_seed(7, generator.z_dim), pitch, yaw, img_size=16,
+                                        truncation_psi=0.5, lock_view_dependence=True)
+        np.testing.assert_array_equal(image, to_uint8(expected)[0])
+        assert 'view_latent_rgb' in page.export_png()
+        page.mesh_resolution.value, page.mesh_level.value = 16, 0.5
+        page.export_mesh()
+        assert (tmp_path / 'out' / 'mesh_latent.ply').stat().st_size > 0
+    finally:
+        page.stop()
