@@ -17,8 +17,8 @@ optimises GRAM's FiLM frequencies and phase shifts from their mean (rendering/in
     grid_latent.png   the latent from inference.py's multiview3x7 views (yaw -0.4 ... 0.4 x pitch +-0.2) at
                   --img_size, with grid_latent_depth.png (16-bit) / _depth_preview.png / _depth.json, the
                   files `inference.py --latent latent.pt --type multiview3x7 --outputs rgb,depth` writes
-`inference.py --latent`, `extract_mesh.py --latent` render the latent file again. Not yet (issue 27): pose
-estimation from landmarks, fine-tuning, GRAM-HD checkpoints, the viewer.
+`inference.py --latent`, `extract_mesh.py --latent` and `viewer.py --latent` take the latent file in place of a
+seed. Not yet (issue 27): pose estimation from landmarks, fine-tuning, GRAM-HD checkpoints.
 """
 import argparse
 import math
