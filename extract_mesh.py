@@ -28,7 +28,8 @@ import numpy as np
 from tqdm import tqdm
 
 from generators import surfaces
-from inference import DEMO_CHECKPOINT, latent_or_exit, load_or_exit, seeds_or_exit
+from inference import DEMO_CHECKPOINT, load_or_exit, seeds_or_exit
+from rendering.inversion import latent_or_exit
 from utils.cli import (HelpFormatter, default_device, device, finite_float, output_folder, positive_int, seed_list,
                        truncation)
 from utils.images import save_png
@@ -169,7 +170,7 @@ def main(argv=None):
         generator = load_or_exit(args.ckpt, args.config, args.device)
         latents = {}
         if args.latent is not None:
-            seeds, latents = latent_or_exit(generator, args, [])
+            seeds, latents = latent_or_exit(generator, args.latent, args.ckpt)
         half_extent = args.half_extent or surfaces.default_half_extent(generator)
         start = time.time()
         total = args.resolution * (len(seeds) + (1 if args.manifolds else 0))

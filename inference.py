@@ -30,6 +30,7 @@ from generators import build_generator, load_generator
 from generators.camera import sample_camera_angles
 from generators.gram import check_inexact_options
 from rendering import interpolation, outputs3d
+from rendering.inversion import latent_or_exit
 from rendering.views import VIEW_TYPES, frontal_angles, view_offsets  # noqa: F401 (public names of this script)
 from utils.checkpoints import CheckpointError
 from utils.cli import (HelpFormatter, comma_list, default_device, device, nonnegative_float, output_folder,
@@ -342,23 +343,6 @@ def demo_defaults_apply(args):
         return False
 
 
-def latent_or_exit(generator, args, view_types):
-    """([name], {name: FiLM parameters}) of --latent, or one line saying why it cannot be rendered."""
-    from rendering.inversion import InversionError, load_latent
-
-    if getattr(generator, 'is_hd', False):
-        raise SystemExit("error: --latent holds GRAM FiLM parameters; GRAM-HD checkpoints are not supported yet")
-    unusable = [name for name in view_types if name in ('rand', 'interpolation')]
-    if unusable:
-        raise SystemExit(f"error: --latent renders one latent from fixed views; --type {unusable[0]} needs seeds")
-    try:
-        styles, _ = load_latent(args.latent, generator, args.ckpt)
-    except InversionError as error:
-        raise SystemExit(f"error: {error}")
-    name = os.path.splitext(os.path.basename(args.latent))[0]
-    return [name], {name: styles}
-
-
 def seeds_or_exit(text):
     """parse_seeds for a CLI: a bad list ends the program with the message naming the bad item."""
     try:
@@ -462,7 +446,7 @@ def main(argv=None):
                          f"(and {generator.lr_img_size}^2 for the LR images)")
         latents = None
         if args.latent is not None:
-            seeds, latents = latent_or_exit(generator, args, view_types)
+            seeds, latents = latent_or_exit(generator, args.latent, args.ckpt, view_types)
         check_job_fits(generator, args, seeds, view_types)
         try:
             for view_type in view_types:

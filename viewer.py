@@ -28,6 +28,7 @@ import extract_mesh
 import inference
 from generators import surfaces
 from rendering import views
+from rendering.inversion import latent_or_exit
 from utils.cli import (HelpFormatter, check_can_create, default_device, device, port, positive_int, seed, truncation,
                        warn_if_exposed, warn_ignored)
 from utils.images import save_png
@@ -339,6 +340,10 @@ class Viewer:
             self.server.scene.add_mesh_trimesh('/mesh', mesh)
         self.export_status.content = note
 
+    def _subject(self, view):
+        """What the page shows, for file names and notes: 'latent' (an inverted photo) or the seed."""
+        return 'latent' if self.renderer.styles is not None else view.seed
+
     def _prepared_output_dir(self):
         os.makedirs(self.output_dir, exist_ok=True)
         return self.output_dir
@@ -348,8 +353,8 @@ class Viewer:
         view = self.current_view(full=True)
         with self._generator_lock:
             image, _ = self.renderer.render(view)
-        subject = 'latent' if self.renderer.styles is not None else f"seed{view.seed}"
-        name = (f"view_{subject}_{view.mode}_pitch{view.pitch - math.pi / 2:+.3f}_"
+        subject = self._subject(view)
+        name = (f"view_{'' if subject == 'latent' else 'seed'}{subject}_{view.mode}_pitch{view.pitch - math.pi / 2:+.3f}_"
                 f"yaw{view.yaw - math.pi / 2:+.3f}.png")
         path = os.path.join(self._prepared_output_dir(), name)
         save_png(image, path)
@@ -364,7 +369,7 @@ class Viewer:
         if not self.is_hd:
             argv += ['--img_size', str(self.img_size)]
         args = inference.build_parser().parse_args(argv)
-        name = 'latent' if self.renderer.styles is not None else view.seed
+        name = self._subject(view)
         latents = {name: self.renderer.styles} if self.renderer.styles is not None else None
         self.export_status.content = f"rendering a 60-frame orbit of {name}..."
         with self._generator_lock:
@@ -380,7 +385,7 @@ class Viewer:
             ['--output_dir', self._prepared_output_dir(), '--truncation', str(view.truncation), '--resolution',
              str(int(self.mesh_resolution.value)), '--level', str(float(self.mesh_level.value)),
              '--formats', 'ply,obj,glb']))
-        name = 'latent' if self.renderer.styles is not None else view.seed
+        name = self._subject(view)
         self.export_status.content = f"extracting the mesh of {name}..."
         with self._generator_lock:
             summary, _ = extract_mesh.extract_seed(self.generator, name, args,
@@ -424,7 +429,7 @@ def main(argv=None):
                            args.device, advice=f'use a smaller {flag}')
     styles = None
     if args.latent is not None:
-        _, latents = inference.latent_or_exit(generator, args, [])
+        _, latents = latent_or_exit(generator, args.latent, args.ckpt)
         styles = next(iter(latents.values()))
     viewer = Viewer(generator, args.device, args.host, args.port, args.img_size, args.preview_size, args.seed,
                     args.truncation, args.output_dir, styles=styles)

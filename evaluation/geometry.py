@@ -109,15 +109,15 @@ def compare_sets(generated_depth, true_depth, seed=123):
     return {'mean_map_mad': mad, 'depth_swd': SWD_SCALE * distance}
 
 
-def check_comparable(generator):
+def check_comparable(generator, metric='the depth metric'):
     """The truth is rendered with the procedural data's camera: a generator with another fov or without
     GRAM's background plane at the data's plane cannot be compared map for map."""
     fov = float(generator.camera['fov'])
     if not math.isclose(fov, synthetic_data.FOV):
-        raise ValueError(f"the depth metric compares with the procedural heads (fov {synthetic_data.FOV} deg); "
+        raise ValueError(f"{metric} compares with the procedural heads (fov {synthetic_data.FOV} deg); "
                          f"this generator renders with fov {fov:g}")
     if not isinstance(generator, GramGenerator) or isinstance(generator, GramHDGenerator):
-        raise ValueError(f"the depth metric needs a GRAM generator (GramGenerator), got {type(generator).__name__}")
+        raise ValueError(f"{metric} needs a GRAM generator (GramGenerator), got {type(generator).__name__}")
 
 
 def evaluate_geometry(generator, num=DEFAULT_NUM, size=None, truncation=1.0, truth_seed=DEFAULT_TRUTH_SEED,

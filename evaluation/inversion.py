@@ -14,7 +14,6 @@ Each input is fitted (rendering/inversion.py, at its true pose) and rendered at 
 In the same table, per head: the floor (the mean latent) and the ceiling (one latent fitted to all 21 true
 views at once: what this generator can express at all).
 """
-import math
 import time
 
 import numpy as np
@@ -23,6 +22,8 @@ import torch
 import synthetic_data
 from rendering import inversion
 from rendering.views import frontal_angles, view_offsets
+
+from . import geometry
 
 SIDE_YAW = 0.3
 DEFAULT_NUM = 20
@@ -134,6 +135,4 @@ def summary_lines(result):
 def check_comparable(generator):
     if getattr(generator, 'is_hd', False):
         raise ValueError("the inversion metric fits GRAM checkpoints; GRAM-HD is not supported yet")
-    if not math.isclose(float(generator.camera['fov']), float(synthetic_data.FOV)):
-        raise ValueError(f"the inversion metric compares with the procedural heads (fov {synthetic_data.FOV}); this "
-                         f"model's fov is {generator.camera['fov']}")
+    geometry.check_comparable(generator, 'the inversion metric')

@@ -261,10 +261,11 @@ def evaluate(options):
         planned_fake = DEFAULT_NUM_FAKE_FROM_CKPT if options.num_fake is None else options.num_fake
         planned_size = planned_size or int(generator.img_size)
     elif set_metrics:
-        existing = fidelity.fake_image_set(options.fake_images_dir, options.num_fake, cache=False,
+        fake_set = fidelity.fake_image_set(options.fake_images_dir, options.num_fake,
+                                           options.fake_images_cache_name, options.use_fake_images_cache,
                                            flag=getattr(options, 'num_fake_flag', '--num_fake'))
-        planned_fake = len(existing)
-        planned_size = planned_size or fidelity.check_fake_sizes(existing.files[:1], None)
+        planned_fake = len(fake_set)
+        planned_size = planned_size or fidelity.check_fake_sizes(fake_set.files[:1], None)
     check_job_fits(options, metrics, planned_size, planned_fake, len(real_set) if real_set is not None else 0,
                    (fake_render_dir or options.tmp_dir) if set_metrics and from_checkpoint else None, generator)
     weights = None
@@ -298,10 +299,7 @@ def evaluate(options):
                                              options.use_fake_images_cache, verbose)
             fake_origin = {'checkpoint': ckpt_id, 'truncation': float(options.truncation),
                            'pose_sampling': f"{RAND_RULE}; {prior_description(generator)}"}
-        else:
-            fake_set = fidelity.fake_image_set(options.fake_images_dir, options.num_fake,
-                                               options.fake_images_cache_name, options.use_fake_images_cache,
-                                               flag=getattr(options, 'num_fake_flag', '--num_fake'))
+        else:  # fake_set: listed above, before the size check
             image_size = fidelity.check_fake_sizes(fake_set.files, options.image_size)
             fake_origin = {'checkpoint': None, 'truncation': None,
                            'pose_sampling': f"unknown: fakes read from {fake_set.source} (not rendered here)"}

@@ -62,16 +62,10 @@ RENDER_SECTIONS = ('generator', 'camera')
 def config_disagreements(saved, given):
     """'key = saved value there, given value given' for each rendering setting (RENDER_SECTIONS) in which a
     config `given` on the command line differs from the one a checkpoint carries."""
-    from .gramhd import _flatten
+    from .gramhd import flat_differences
 
-    differences = []
-    for section in RENDER_SECTIONS:
-        theirs, ours = _flatten(saved.get(section), section), _flatten(given.get(section), section)
-        for key in sorted(set(theirs) | set(ours)):
-            a, b = theirs.get(key, '<absent>'), ours.get(key, '<absent>')
-            if a != b and not (isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and list(a) == list(b)):
-                differences.append(f"{key} = {a!r} there, {b!r} given")
-    return differences
+    return [f"{key} = {a!r} there, {b!r} given" for section in RENDER_SECTIONS
+            for key, a, b in flat_differences(saved.get(section), given.get(section), section)]
 
 
 def load_generator(path, config=None, device='cpu', default_config=None):
@@ -91,7 +85,7 @@ def load_generator(path, config=None, device='cpu', default_config=None):
     """
     path = os.fspath(path)
     payload = load_file(path)
-    if not (isinstance(payload, (dict, OfficialEMA))):
+    if not isinstance(payload, (dict, OfficialEMA)):
         raise CheckpointError(f"{path} holds a {type(payload).__name__}, not a generator checkpoint (expected a "
                               "state_dict of tensors, an official ema.pth or one of this project's checkpoints)")
     if is_own_checkpoint(payload):

@@ -511,6 +511,18 @@ def _flatten(section, prefix):
     return flat
 
 
+def flat_differences(theirs, ours, prefix):
+    """(key, their value, our value) for each leaf of two config sections that differs (a list and a tuple
+    of the same items count as equal: JSON round trips turn one into the other)."""
+    flat_theirs, flat_ours = _flatten(theirs, prefix), _flatten(ours, prefix)
+    differences = []
+    for key in sorted(set(flat_theirs) | set(flat_ours)):
+        a, b = flat_theirs.get(key, '<absent>'), flat_ours.get(key, '<absent>')
+        if a != b and not (isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and list(a) == list(b)):
+            differences.append((key, a, b))
+    return differences
+
+
 def stage1_mismatches(stage1, expected):
     """'key = stage-1 value, expected value' for each GRAM setting in which the config `stage1` carried by a
     stage-1 file differs from `expected` (a `stage1_config`). [] when `stage1` is None (official files carry
@@ -522,12 +534,8 @@ def stage1_mismatches(stage1, expected):
         theirs, ours = stage1['generator'], expected['generator']
         for key in path.split('.'):
             theirs, ours = (theirs or {}).get(key), (ours or {}).get(key)
-        prefix = 'generator.' + path
-        flat_theirs, flat_ours = _flatten(theirs, prefix), _flatten(ours, prefix)
-        for key in sorted(set(flat_theirs) | set(flat_ours)):
-            a, b = flat_theirs.get(key, '<absent>'), flat_ours.get(key, '<absent>')
-            if a != b and not (isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and list(a) == list(b)):
-                mismatches.append(f"{key} = {a!r} there, expected {b!r}")
+        mismatches += [f"{key} = {a!r} there, expected {b!r}"
+                       for key, a, b in flat_differences(theirs, ours, 'generator.' + path)]
     return mismatches
 
 

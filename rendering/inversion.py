@@ -89,7 +89,7 @@ def fit_latent(generator, target, pitch, yaw, steps=DEFAULT_STEPS, lr=DEFAULT_LR
     offsets = [torch.zeros_like(mean_frequencies, requires_grad=True),
                torch.zeros_like(mean_phases, requires_grad=True)]
     optimizer = torch.optim.Adam(offsets, lr=lr)
-    noise_rng = torch.Generator(device='cpu').manual_seed(seed + 1)
+    noise_rng = torch.Generator(device=device).manual_seed(seed + 1)
     history = []
     was_training = generator.training
     generator.eval()
@@ -100,7 +100,7 @@ def fit_latent(generator, target, pitch, yaw, steps=DEFAULT_STEPS, lr=DEFAULT_LR
             scale = noise * max(0.0, 1 - step / max(1, 0.75 * steps))
             styles = []
             for mean, offset, spread in zip((mean_frequencies, mean_phases), offsets, spreads):
-                jitter = torch.randn(mean.shape, generator=noise_rng).to(device) * spread * scale
+                jitter = torch.randn(mean.shape, generator=noise_rng, device=device) * spread * scale
                 styles.append(mean + offset + jitter)
             views = target.shape[0]
             image = generator.render(None, pitch, yaw, img_size=size, lock_view_dependence=True,
@@ -170,3 +170,19 @@ def load_latent(path, generator, ckpt=None):
         print(f"warning: --latent {path} was fitted with {record.get('checkpoint')}, not {ckpt}; rendering it "
               "anyway (same network widths)", file=sys.stderr)
     return styles, record
+
+
+def latent_or_exit(generator, path, ckpt, view_types=()):
+    """([name], {name: FiLM parameters}) of a --latent file for a script, or one line saying why it cannot be
+    rendered (GRAM-HD, a view type that needs seeds, an unusable file). name: the file name's stem."""
+    if getattr(generator, 'is_hd', False):
+        raise SystemExit("error: --latent holds GRAM FiLM parameters; GRAM-HD checkpoints are not supported yet")
+    unusable = [name for name in view_types if name in ('rand', 'interpolation')]
+    if unusable:
+        raise SystemExit(f"error: --latent renders one latent from fixed views; --type {unusable[0]} needs seeds")
+    try:
+        styles, _ = load_latent(path, generator, ckpt)
+    except InversionError as error:
+        raise SystemExit(f"error: {error}")
+    name = os.path.splitext(os.path.basename(path))[0]
+    return [name], {name: styles}

@@ -7,6 +7,7 @@ an unrestricted unpickler is ever needed, and a malicious `.pth` cannot run code
 """
 import hashlib
 import os
+import re
 
 import torch
 
@@ -87,8 +88,6 @@ def _load_failure(error, path):
         return (f"it is truncated or damaged ({os.path.getsize(path)} bytes; {text or type(error).__name__}); "
                 "copy or download it again")
     if 'Weights only load failed' in text or 'weights_only' in text:
-        import re
-
         found = re.search(r'GLOBAL ([\w.]+)', text) or re.search(r'Unsupported (?:global|operand)[: ]+([^ ]+)', text)
         what = f" ({found.group(1)})" if found else ''
         return (f"it holds Python objects other than tensors, numbers, strings and containers{what}, and such files "
