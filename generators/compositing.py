@@ -57,7 +57,13 @@ def composite_alpha(rgb, alpha, distances, white_back=False, last_back=False):
         weights = weights.clone()
         weights[..., -1, :] += 1 - weight_total
     color = torch.sum(weights * rgb, dim=-2)
-    depth = torch.sum(weights * distances, dim=-2) / weights.sum(dim=-2)
+    depth = weighted_depth(weights, distances)
     if white_back:
         color = color + 1 - weight_total
     return color, depth, weights
+
+
+def weighted_depth(weights, distances):
+    """Depth [B, R, 1] of a composite: the weight-averaged distance of its samples (weights, distances
+    [B, R, M, 1], in the same sorted order)."""
+    return torch.sum(weights * distances, dim=-2) / weights.sum(dim=-2)

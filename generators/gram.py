@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 
 from . import camera
-from .compositing import composite, sample_alpha, transmittance
+from .compositing import composite, sample_alpha, transmittance, weighted_depth
 from .manifold import ManifoldPredictor, background_plane_points, first_crossings, manifold_levels
 from .radiance import RadianceNetwork
 
@@ -396,7 +396,8 @@ class GramGenerator(nn.Module):
         Returns (rgb [B, R, 3] in [0, 1]-ish composite space, depth [B, R, 1]), then the composite weight of
         the background plane [B, R, 1] with `return_background_weight` (0 without a plane), then the
         `ray_intersections` dict (unsorted, level order) with `return_hits`. Samples are sorted by their distance from their own
-        ray origin, or from `sort_origin` [3] when given (GRAM-HD measures from batch element 0's camera).
+        ray origin, or from `sort_origin` [3] when given (GRAM-HD measures from batch element 0's camera);
+        the depth is always the distance from the ray's own origin.
         `fast` skips the radiance network on points that cannot contribute (invalid intersections and
         points behind the background plane); `fast=False` is the plain reference path that evaluates
         every intersection of every latent, as the official code does. `precision`, `early_termination`,
@@ -440,6 +441,13 @@ class GramGenerator(nn.Module):
         rgb_sigma = torch.gather(rgb_sigma, -2, order.expand(-1, -1, -1, 4))
         color, depth, weights = composite(rgb_sigma, distances, valid, self.delta_alpha, self.delta_final,
                                           is_background, white_back=self.white_back, last_back=self.last_back)
+        if sort_origin is not None:
+            # The sort (and so the image) keeps GRAM-HD's camera-0 quirk, but the depth a caller gets is the
+            # distance from each ray's own camera: camera 0's distances are no depth for the other views of
+            # a batch (a 3D-consistency sweep renders its views in one batch).
+            own_distances = torch.norm(points - hits['ray_origins'].unsqueeze(2), dim=-1, keepdim=True)
+            own_distances = torch.gather(own_distances.expand(batch, -1, -1, -1), -2, order)
+            depth = weighted_depth(weights, own_distances)
         outputs = (color, depth)
         if return_background_weight:
             # how much of the pixel the plane paints: a generator that draws its subject on the plane has ~1

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from . import camera
-from .compositing import composite_alpha
+from .compositing import composite_alpha, weighted_depth
 from .gram import BACKGROUND_PLANE_Z, TRUNCATION_SAMPLES, TRUNCATION_SEED, GramGenerator
 from .manifold import first_crossings
 from .super_resolution import RRDBNet, StyleRRDBNet
@@ -352,8 +352,10 @@ class GramHDGenerator(GramGenerator):
                                               return_hits=True)
         return self._to_image(color, lr_size), depth.reshape(-1, lr_size, lr_size, 1).permute(0, 3, 1, 2), hits
 
-    def hr_composite(self, textures, hits, sort_origin, rows_per_chunk=None):
-        """HR colour [B, H*H, 3] and depth [B, H*H, 1] from LR intersections and HR textures.
+    def hr_composite(self, textures, hits, origins, rows_per_chunk=None):
+        """HR colour [B, H*H, 3] and depth [B, H*H, 1] from LR intersections and HR textures, for cameras at
+        origins [B, 3]: surfaces are sorted by their distance from camera 0 (official quirk), depth is the
+        distance from each view's own camera.
 
         HR points = bilinear (align_corners=True, i.e. corner-aligned like the camera's pixel centres)
         up-sampling of the LR points; HR validity = up-sampled validity > 0.99. Textures are looked up with
@@ -397,7 +399,7 @@ class GramHDGenerator(GramGenerator):
             alpha = torch.cat([manifold_rgba[:, :, 3:] * chunk_valid[:, :num_levels],
                                torch.ones_like(background_rgb[:, :, :1])], dim=1)  # [B, M, 1, P]
             offset = points[:, :, :, rows].reshape(batch, num_surfaces, 3, height * size)
-            offset = offset - sort_origin.reshape(1, 1, 3, 1)
+            offset = offset - origins[0].reshape(1, 1, 3, 1)
             # |offset| written out: torch.norm over the strided coordinate axis is ~10x slower here.
             distances = torch.sqrt(offset[:, :, 0:1] ** 2 + offset[:, :, 1:2] ** 2 + offset[:, :, 2:3] ** 2)
             # -> [B, P, M, C] for the compositing along M, nearest first (contiguous: faster sort/gather).
@@ -405,7 +407,13 @@ class GramHDGenerator(GramGenerator):
             distances, order = torch.sort(distances, dim=-2)
             rgb = torch.gather(rgb, -2, order.expand(-1, -1, -1, 3))
             alpha = torch.gather(alpha, -2, order)
-            color, depth, _ = composite_alpha(rgb, alpha, distances)
+            color, _, weights = composite_alpha(rgb, alpha, distances)
+            # Sorted from camera 0 (official), but each view's depth is measured from its own camera.
+            own_offset = points[:, :, :, rows].reshape(batch, num_surfaces, 3, height * size)
+            own_offset = own_offset - origins.reshape(-1, 1, 3, 1)
+            own_distances = torch.sqrt(own_offset[:, :, 0:1] ** 2 + own_offset[:, :, 1:2] ** 2
+                                       + own_offset[:, :, 2:3] ** 2).permute(0, 3, 1, 2)
+            depth = weighted_depth(weights, torch.gather(own_distances, -2, order))
             colors.append(color)
             depths.append(depth)
         return torch.cat(colors, dim=1), torch.cat(depths, dim=1)
@@ -432,7 +440,7 @@ class GramHDGenerator(GramGenerator):
                              "use render() or locked textures from manifold_textures()")
         lr_image, lr_depth, hits = self.lr_render(textures, origins, with_radiance=return_lr or return_lr_depth,
                                                   shared_camera=shared_camera)
-        color, depth = self.hr_composite(textures, hits, origins[0])
+        color, depth = self.hr_composite(textures, hits, origins)
         size = textures.img_size
         outputs = [self._to_image(color, size)]
         if return_lr:
@@ -490,7 +498,7 @@ class GramHDGenerator(GramGenerator):
                                   view_origin=origins[0])
         with torch.no_grad():
             lr_image, _, hits = self.lr_render(textures, origins)
-        color, _ = self.hr_composite(textures, hits, origins[0])
+        color, _ = self.hr_composite(textures, hits, origins)
         outputs = (self._to_image(color, textures.img_size), lr_image,
                    self._output_maps(textures.hr_maps, textures.hr_background),
                    self._output_maps(textures.lr_maps, textures.lr_background).detach())

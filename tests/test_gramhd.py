@@ -177,6 +177,25 @@ def test_render_outputs_and_shapes():
 
 
 @pytest.mark.usefixtures('one_thread')
+def test_depth_of_a_view_does_not_depend_on_the_other_views_of_its_batch():
+    # GRAM-HD sorts every view's surfaces by their distance from camera 0 (official quirk, kept for the
+    # images); the depth must still be the distance from the view's own camera, or a sweep rendered in one
+    # batch (the consistency metric's) reprojects every view but the first with camera 0's distances.
+    generator = tiny_generator()
+    z = torch.randn(1, generator.z_dim).expand(2, -1)
+    pitch = torch.full((2,), math.pi / 2, dtype=torch.float64)
+    yaw = torch.tensor([math.pi / 2 - 0.3, math.pi / 2 + 0.3], dtype=torch.float64)
+    with torch.no_grad():
+        _, batch_depth, batch_lr_depth = generator.render(z, pitch, yaw, lock_view_dependence=True,
+                                                          return_depth=True, return_lr_depth=True)
+        _, alone_depth, alone_lr_depth = generator.render(z[1:], pitch[1:], yaw[1:], lock_view_dependence=True,
+                                                          return_depth=True, return_lr_depth=True)
+    # Camera 0 sits 2 sin(0.3) = 0.59 away from camera 1: its distances would differ by up to ~0.2.
+    torch.testing.assert_close(batch_depth[1:], alone_depth, atol=1e-5, rtol=0)
+    torch.testing.assert_close(batch_lr_depth[1:], alone_lr_depth, atol=1e-5, rtol=0)
+
+
+@pytest.mark.usefixtures('one_thread')
 def test_unlocked_textures_cannot_be_reused_for_another_camera():
     generator = tiny_generator()
     z = torch.randn(1, generator.z_dim)
