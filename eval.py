@@ -28,8 +28,8 @@ import sys
 from evaluation import consistency, geometry
 from evaluation.fidelity import EvaluationError
 from evaluation.runner import evaluate, summary_lines
-from utils.cli import (HelpFormatter, check_can_create, default_device, device, nonnegative_int, output_folder,
-                       positive_float, positive_int, seed, truncation)
+from utils.cli import (HelpFormatter, check_can_create, default_device, device, nonnegative_float, nonnegative_int,
+                       output_folder, positive_float, positive_int, seed, truncation)
 
 
 def build_parser():
@@ -99,6 +99,10 @@ def build_parser():
                        help='steps of each fit (default: invert.py\'s)')
     group.add_argument('--inversion_ceiling_steps', type=positive_int, default=None,
                        help='steps of the ceiling fit to all 21 views (default: --inversion_steps)')
+    group.add_argument('--inversion_mirror', type=nonnegative_float, default=None,
+                       help="weight of the mirrored input view in each fit (default: invert.py's --mirror_weight)")
+    group.add_argument('--inversion_estimate_pose', action='store_true',
+                       help='also fit each input from the camera invert.py estimates (no --pose) and score the pose')
     return parser
 
 

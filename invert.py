@@ -1,15 +1,18 @@
 """Put a photo into a GRAM generator and see it from other views, with depth.
 
     python invert.py --image head.png --pose 0,0.3 --output_dir inverted/   # the shipped model
+    python invert.py --image head.png --output_dir inverted/                # camera estimated, then refined
     python invert.py --image face.png --pose 0,0 --ckpt pretrained/FFHQ_default/generator.pth \
         --config FFHQ_default --steps 400 --output_dir inverted/
     python inference.py --latent inverted/latent.pt --type multiview3x7,video --outputs rgb,depth,normal
 
 The photo must be a square crop aligned like the model's training images (preprocess_dataset.py makes
 them); `--pose PITCH,YAW` is its camera as offsets from the frontal one in radians (positive yaw: the
-camera moved to the subject's left, as inference.py's views; positive pitch: below the equator). The fit
-optimises GRAM's FiLM frequencies and phase shifts from their mean (rendering/inversion.py). Writes to
---output_dir:
+camera moved to the subject's left, as inference.py's views; positive pitch: below the equator). Without
+--pose the camera is searched for by short fits (rendering/inversion.estimate_pose) and refined during the
+fit; `--refine_pose` refines a given one. The fit optimises GRAM's FiLM frequencies and phase shifts from
+their mean (rendering/inversion.py), with the mirrored photo as a far-side prior (`--mirror_weight`).
+Writes to --output_dir:
     fit.png       input | reconstruction | |difference| x 4, at the model's resolution
     latent.pt     the fitted latent: inference.py --latent renders it in place of a seed
     mesh_latent.ply   its alpha mesh (extract_mesh.py's code; --no_mesh to skip), grid_latent.mp4 + depth /
@@ -18,7 +21,7 @@ optimises GRAM's FiLM frequencies and phase shifts from their mean (rendering/in
                   --img_size, with grid_latent_depth.png (16-bit) / _depth_preview.png / _depth.json, the
                   files `inference.py --latent latent.pt --type multiview3x7 --outputs rgb,depth` writes
 `inference.py --latent`, `extract_mesh.py --latent` and `viewer.py --latent` take the latent file in place of a
-seed. Not yet (issue 27): pose estimation from landmarks, fine-tuning, GRAM-HD checkpoints.
+seed. Not yet (issue 27): pose from landmarks, fine-tuning the radiance network, GRAM-HD checkpoints.
 """
 import argparse
 import math
@@ -33,7 +36,8 @@ import extract_mesh
 import inference
 from generators import surfaces
 from rendering import inversion
-from utils.cli import HelpFormatter, default_device, device, output_folder, positive_float, positive_int
+from utils.cli import (HelpFormatter, default_device, device, nonnegative_float, output_folder, positive_float,
+                       positive_int)
 from utils.images import make_grid, save_png, to_uint8
 
 
@@ -53,13 +57,19 @@ def pose_pair(text):
 def build_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument('--image', required=True, help='the photo: a square crop aligned like the training images')
-    parser.add_argument('--pose', type=pose_pair, required=True,
-                        help='PITCH,YAW of the photo, radians from the frontal camera (e.g. 0,0.3)')
+    parser.add_argument('--pose', type=pose_pair, default=None,
+                        help='PITCH,YAW of the photo, radians from the frontal camera (e.g. 0,0.3); default: '
+                             'estimated')
+    parser.add_argument('--refine_pose', action='store_true',
+                        help='optimise the given --pose during the fit too (always done when it is estimated)')
     parser.add_argument('--ckpt', default=None, help='checkpoint (default: the shipped model ckpts/synthetic_heads.pt)')
     parser.add_argument('--config', default=None, help='config name (needed for official checkpoints)')
     parser.add_argument('--output_dir', default='inverted', help='folder for fit.png, latent.pt and the views')
     parser.add_argument('--steps', type=positive_int, default=inversion.DEFAULT_STEPS, help='Adam steps of the fit')
     parser.add_argument('--lr', type=positive_float, default=inversion.DEFAULT_LR, help='Adam learning rate')
+    parser.add_argument('--mirror_weight', type=nonnegative_float, default=inversion.DEFAULT_MIRROR_WEIGHT,
+                        help='weight of the mirrored photo seen from the mirrored camera (a symmetry prior for the '
+                             'side the photo does not show; 0: off)')
     parser.add_argument('--img_size', type=positive_int, default=None,
                         help=f"size of the novel views (default: the model's; shipped model "
                              f"{inference.DEMO_IMG_SIZE})")
@@ -85,23 +95,33 @@ def main(argv=None):
         if getattr(generator, 'is_hd', False):
             raise SystemExit("error: invert.py fits GRAM checkpoints; GRAM-HD is not supported yet")
         try:
-            inversion.check_pose(generator, *args.pose)
+            if args.pose is not None:
+                inversion.check_pose(generator, *args.pose)
             target = inversion.load_target(args.image, int(generator.img_size))
         except inversion.InversionError as error:
             raise SystemExit(f"error: {error}")
-        pitch, yaw = inference.frontal_angles(*args.pose)
         start = time.time()
+        pose, pose_note = args.pose, 'given'
+        if pose is None:
+            with tqdm(total=inversion.probe_count(generator), desc='camera search', unit='fit') as progress:
+                pose = inversion.estimate_pose(generator, target, progress=progress)
+            pose_note = f"estimated {pose[0]:+.3f},{pose[1]:+.3f}"
+        refine = args.pose is None or args.refine_pose
         with tqdm(total=args.steps, desc='fit', unit='step') as progress:
-            styles, history = inversion.fit_latent(generator, target, pitch, yaw, steps=args.steps, lr=args.lr,
-                                                   progress=progress)
+            styles, history, (pitch, yaw) = inversion.fit_latent(
+                generator, target, *inference.frontal_angles(*pose), steps=args.steps, lr=args.lr, progress=progress,
+                mirror_weight=args.mirror_weight, pose_lr=inversion.DEFAULT_POSE_LR if refine else 0.0)
         seconds = time.time() - start
+        if refine:
+            pose = (float(pitch[0]) - math.pi / 2, float(yaw[0]) - math.pi / 2)  # offsets, as frontal_angles
+            pose_note += f", refined to {pose[0]:+.3f},{pose[1]:+.3f}"
         with torch.no_grad():
             reconstruction = generator.render(None, pitch, yaw, lock_view_dependence=True, styles=styles)
         difference = (reconstruction - target.to(reconstruction.device)).abs() * 4 - 1  # x4, shown in [-1, 1]
         tiles = list(to_uint8(torch.cat([target.to(reconstruction.device), reconstruction, difference])))
         save_png(make_grid(tiles, 1, 3), os.path.join(args.output_dir, 'fit.png'))
         latent_path = os.path.join(args.output_dir, 'latent.pt')
-        inversion.save_latent(latent_path, styles, args.ckpt, *args.pose, args.image, history)
+        inversion.save_latent(latent_path, styles, args.ckpt, *pose, args.image, history)
         view_args = inference.build_parser().parse_args(
             ['--output_dir', args.output_dir, '--outputs', 'rgb,depth', '--no_watermark']
             + (['--img_size', str(args.img_size)] if args.img_size else []))
@@ -116,6 +136,7 @@ def main(argv=None):
                 ['--output_dir', args.output_dir, '--resolution', str(args.mesh_resolution)]))
             mesh_note, _ = extract_mesh.extract_seed(generator, 'latent', mesh_args,
                                                      surfaces.default_half_extent(generator), None, styles=styles)
+    print(f"camera (pitch,yaw offsets, rad): {pose_note}")
     print(f"fit in {seconds:.1f} s ({args.steps} steps, {seconds / args.steps * 1000:.0f} ms/step): input-view PSNR "
           f"{inversion.psnr_from_mse(history[-1]):.2f} dB (from {inversion.psnr_from_mse(history[0]):.2f} dB at the "
           f"mean latent); wrote fit.png, latent.pt, grid_latent.png (+ depth){', the video' if args.video else ''}"

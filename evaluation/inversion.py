@@ -11,9 +11,13 @@ Each input is fitted (rendering/inversion.py, at its true pose) and rendered at 
   half of, in the truth);
 - depth_l1: mean |expected depth - true depth| over the central half of the image side;
 - input_psnr: at the input view itself; seconds: the fit's wall time.
+With `estimate_pose`, each input is also fitted from the camera `estimate_pose` finds, refined during the fit
+(`*_estimated` rows, with the pose error in radians: the distance of (pitch, yaw) from the truth).
+Each input may be fitted together with its mirror view (`mirror_weight`, the symmetry prior of invert.py).
 In the same table, per head: the floor (the mean latent) and the ceiling (one latent fitted to all 21 true
 views at once: what this generator can express at all).
 """
+import math
 import time
 
 import numpy as np
@@ -72,7 +76,8 @@ def scores(images, depth, true_images, true_depth, true_plane, keep):
 
 
 def evaluate_inversion(generator, num=DEFAULT_NUM, truth_seed=101, size=None, steps=inversion.DEFAULT_STEPS,
-                       ceiling_steps=None, progress=None):
+                       ceiling_steps=None, progress=None, mirror_weight=inversion.DEFAULT_MIRROR_WEIGHT,
+                       estimate_pose=False):
     """Per-head and mean scores of frontal and side inversions, the floor and the ceiling (JSON-ready)."""
     size = int(size or generator.img_size)
     _, _, grid = view_offsets('multiview3x7')[:3]
@@ -88,20 +93,35 @@ def evaluate_inversion(generator, num=DEFAULT_NUM, truth_seed=101, size=None, st
         row['floor'] = scores(floor_images, floor_depth, true_images, true_depth, true_plane, every)
         row['floor_far'] = scores(floor_images, floor_depth, true_images, true_depth, true_plane, far)
         pitch, yaw = _angles(grid)
-        ceiling, _ = inversion.fit_latent(generator, true_images, pitch, yaw, steps=ceiling_steps)
+        ceiling, _, _ = inversion.fit_latent(generator, true_images, pitch, yaw, steps=ceiling_steps)
         ceiling_images, ceiling_depth = render_styles(generator, ceiling, grid, size)
         row['ceiling'] = scores(ceiling_images, ceiling_depth, true_images, true_depth, true_plane, every)
         row['ceiling_far'] = scores(ceiling_images, ceiling_depth, true_images, true_depth, true_plane, far)
-        for name, offset, keep, ceiling_key in (('frontal', (0.0, 0.0), every, 'ceiling'),
-                                                ('side', (0.0, SIDE_YAW), far, 'ceiling_far')):
+        for name, offset, keep in (('frontal', (0.0, 0.0), every), ('side', (0.0, SIDE_YAW), far)):
             input_image, _, _ = true_views(heads, index, [offset], size)
             pitch, yaw = _angles([offset])
             start = time.time()
-            styles, history = inversion.fit_latent(generator, input_image, pitch, yaw, steps=steps)
+            styles, history, _ = inversion.fit_latent(generator, input_image, pitch, yaw, steps=steps,
+                                                      mirror_weight=mirror_weight)
             seconds = time.time() - start
             images, depth = render_styles(generator, styles, grid, size)
             row[name] = dict(scores(images, depth, true_images, true_depth, true_plane, keep),
                              input_psnr=inversion.psnr_from_mse(history[-1]), seconds=seconds)
+            if estimate_pose:
+                start = time.time()
+                pose = inversion.estimate_pose(generator, input_image)
+                pitch, yaw = _angles([pose])
+                styles, history, (pitch, yaw) = inversion.fit_latent(
+                    generator, input_image, pitch, yaw, steps=steps, mirror_weight=mirror_weight,
+                    pose_lr=inversion.DEFAULT_POSE_LR)
+                seconds = time.time() - start
+                images, depth = render_styles(generator, styles, grid, size)
+                found = (float(pitch[0]) - math.pi / 2, float(yaw[0]) - math.pi / 2)  # as frontal_angles
+                row[name + '_estimated'] = dict(
+                    scores(images, depth, true_images, true_depth, true_plane, keep),
+                    input_psnr=inversion.psnr_from_mse(history[-1]), seconds=seconds,
+                    pose_error=math.hypot(found[0] - offset[0], found[1] - offset[1]),
+                    yaw_error=abs(found[1] - offset[1]), pitch_error=abs(found[0] - offset[0]))
         rows.append(row)
         if progress is not None:
             progress.update(1)
@@ -109,11 +129,13 @@ def evaluate_inversion(generator, num=DEFAULT_NUM, truth_seed=101, size=None, st
     means = {key: {metric: float(np.mean([row[key][metric] for row in rows])) for metric in rows[0][key]}
              for key in keys}
     protocol = {'num': num, 'truth_seed': truth_seed, 'image_size': size, 'steps': steps,
+                'estimate_pose': bool(estimate_pose),
                 'ceiling_steps': ceiling_steps, 'side_yaw': SIDE_YAW,
                 'views': '3x7: yaw linspace(-0.4, 0.4, 7) x pitch +0.2, 0, -0.2 from frontal; side input scored '
                          'on yaw < 0 only', 'fit': f"rendering/inversion.fit_latent (lr {inversion.DEFAULT_LR}, "
                                                   f"mean pull {inversion.DEFAULT_MEAN_PULL}, noise "
-                                                  f"{inversion.DEFAULT_NOISE}), at the true input pose"}
+                                                  f"{inversion.DEFAULT_NOISE}, mirror view weight {mirror_weight}), "
+                                                  "at the true input pose"}
     return {'mean': means, 'per_head': rows, 'protocol': protocol}
 
 
@@ -129,6 +151,13 @@ def summary_lines(result):
                  if 'input_psnr' in row else '')
         lines.append(f"  {label:34s} PSNR {row['psnr']:.2f} dB, head {row['psnr_head']:.2f} dB, central depth L1 "
                      f"{row['depth_l1']:.4f}{extra}")
+    for key, label in (('frontal_estimated', 'frontal input, pose estimated'),
+                       ('side_estimated', 'side input, pose estimated')):
+        if key in mean:
+            row = mean[key]
+            lines.append(f"  {label:34s} PSNR {row['psnr']:.2f} dB, head {row['psnr_head']:.2f} dB, central depth "
+                         f"L1 {row['depth_l1']:.4f}, pose error {row['pose_error']:.3f} rad (yaw "
+                         f"{row['yaw_error']:.3f}, pitch {row['pitch_error']:.3f}), {row['seconds']:.1f} s per image")
     return lines
 
 

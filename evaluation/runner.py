@@ -386,7 +386,10 @@ def evaluate(options):
                 generator, num=getattr(options, 'inversion_num', inversion_metric.DEFAULT_NUM),
                 truth_seed=getattr(options, 'depth_truth_seed', geometry_metric.DEFAULT_TRUTH_SEED),
                 steps=getattr(options, 'inversion_steps', None) or inversion_metric.inversion.DEFAULT_STEPS,
-                ceiling_steps=getattr(options, 'inversion_ceiling_steps', None), progress=progress)
+                ceiling_steps=getattr(options, 'inversion_ceiling_steps', None), progress=progress,
+                mirror_weight=(inversion_metric.inversion.DEFAULT_MIRROR_WEIGHT
+                               if getattr(options, 'inversion_mirror', None) is None else options.inversion_mirror),
+                estimate_pose=bool(getattr(options, 'inversion_estimate_pose', False)))
         checkpoint_metric('inversion', getattr(options, 'inversion_num', inversion_metric.DEFAULT_NUM), 'head',
                           run_inversion)
 

@@ -17,6 +17,8 @@ import os
 import numpy as np
 import torch
 
+from .views import frontal_angles
+
 LATENT_FORMAT = 'gram-pytorch-latent'
 LATENT_VERSION = 1
 # Defaults of the fit (measured on the shipped model at 32^2, README "Inversion").
@@ -24,6 +26,10 @@ DEFAULT_STEPS = 200
 DEFAULT_LR = 0.02
 DEFAULT_MEAN_PULL = 1e-4
 DEFAULT_NOISE = 0.05
+DEFAULT_MIRROR_WEIGHT = 0.0
+# Pose estimation (estimate_pose, then fit_latent's pose refinement): short fits per candidate camera.
+PROBE_STEPS = 15
+DEFAULT_POSE_LR = 0.005
 
 
 class InversionError(ValueError):
@@ -71,15 +77,36 @@ def check_pose(generator, pitch_offset, yaw_offset):
 
 
 def fit_latent(generator, target, pitch, yaw, steps=DEFAULT_STEPS, lr=DEFAULT_LR, mean_pull=DEFAULT_MEAN_PULL,
-               noise=DEFAULT_NOISE, progress=None, seed=0):
+               noise=DEFAULT_NOISE, progress=None, seed=0, mirror_weight=0.0, pose_lr=0.0):
     """FiLM parameters (raw frequencies, phases) [1, D] each that render `target` [V, 3, S, S] from the
     V cameras (pitch [V], yaw [V]) (official pose labels, radians; V = 1 for a photo, more for the
     ceiling of the inversion metric: one latent fitted to all its true views). Adam on offsets from the mean parameters;
     loss = mean squared error + mean_pull * mean squared offset; Gaussian noise of std `noise` x the
     parameters' spread is added to the rendered parameters and decays linearly to 0 at 3/4 of the steps.
-    Returns (styles, history) with history the loss per step."""
+    `mirror_weight` > 0 adds each view's mirror view to the fit with that weight: the image flipped left-right,
+    seen from the camera mirrored in the world's plane x = 0 (yaw -> pi - yaw). For a left-right
+    symmetric subject (faces; the procedural heads' shapes) it is a view of the far side: a symmetry prior. `pose_lr` > 0 optimises the cameras too (a pitch and
+    a yaw offset per view, Adam at that learning rate in radians, decaying linearly to 0; the images depend
+    smoothly on the camera through the ray-manifold intersections).
+    Returns (styles, history, (pitch [V], yaw [V]) float64 of the final cameras) with history the squared
+    error of the given views per step."""
     device = next(generator.parameters()).device
     target = target.to(device)
+    num_given = target.shape[0]
+    given_pitch = torch.as_tensor(pitch, dtype=torch.float64).detach().reshape(-1).cpu()
+    given_yaw = torch.as_tensor(yaw, dtype=torch.float64).detach().reshape(-1).cpu()
+    pose_offsets = torch.zeros(2, given_pitch.shape[0], dtype=torch.float64, requires_grad=pose_lr > 0)
+
+    def cameras():
+        pitch_now, yaw_now = given_pitch + pose_offsets[0], given_yaw + pose_offsets[1]
+        if mirror_weight > 0:
+            return torch.cat([pitch_now, pitch_now]), torch.cat([yaw_now, math.pi - yaw_now])
+        return pitch_now, yaw_now
+
+    view_weights = torch.ones(num_given, device=device)
+    if mirror_weight > 0:
+        target = torch.cat([target, torch.flip(target, dims=[-1])])
+        view_weights = torch.cat([view_weights, torch.full((num_given,), float(mirror_weight), device=device)])
     size = target.shape[-1]
     mean_frequencies, mean_phases = (tensor.detach().clone() for tensor in generator.truncation_center(device))
     with torch.no_grad():  # the spread of each parameter over latents scales the noise
@@ -88,38 +115,91 @@ def fit_latent(generator, target, pitch, yaw, steps=DEFAULT_STEPS, lr=DEFAULT_LR
         spreads = [values.std(dim=0, keepdim=True) for values in sample]
     offsets = [torch.zeros_like(mean_frequencies, requires_grad=True),
                torch.zeros_like(mean_phases, requires_grad=True)]
-    optimizer = torch.optim.Adam(offsets, lr=lr)
+    groups = [{'params': offsets, 'lr': lr}]
+    if pose_lr > 0:
+        groups.append({'params': [pose_offsets], 'lr': pose_lr})
+    optimizer = torch.optim.Adam(groups)
     noise_rng = torch.Generator(device=device).manual_seed(seed + 1)
     history = []
     was_training = generator.training
+    trainable = [param.requires_grad for param in generator.parameters()]
     generator.eval()
     for param in generator.parameters():
         param.requires_grad_(False)
     try:
         for step in range(steps):
             scale = noise * max(0.0, 1 - step / max(1, 0.75 * steps))
+            if pose_lr > 0:
+                optimizer.param_groups[1]['lr'] = pose_lr * (1 - step / steps)
             styles = []
             for mean, offset, spread in zip((mean_frequencies, mean_phases), offsets, spreads):
                 jitter = torch.randn(mean.shape, generator=noise_rng, device=device) * spread * scale
                 styles.append(mean + offset + jitter)
             views = target.shape[0]
-            image = generator.render(None, pitch, yaw, img_size=size, lock_view_dependence=True,
+            pitch_now, yaw_now = cameras()
+            image = generator.render(None, pitch_now, yaw_now, img_size=size, lock_view_dependence=True,
                                      styles=tuple(style.expand(views, -1) for style in styles))
-            loss = torch.mean((image - target) ** 2)
+            view_errors = torch.mean((image - target) ** 2, dim=(1, 2, 3))  # [V]
+            loss = torch.sum(view_weights * view_errors) / num_given
             regulariser = mean_pull * sum(torch.mean(offset ** 2) for offset in offsets)
             optimizer.zero_grad(set_to_none=True)
             (loss + regulariser).backward()
             optimizer.step()
-            history.append(float(loss.detach()))
+            history.append(float(view_errors[:num_given].detach().mean()))
             if progress is not None:
                 progress.set_postfix(loss=f"{history[-1]:.4f}", psnr=f"{psnr_from_mse(history[-1]):.1f}")
                 progress.update(1)
     finally:
-        for param in generator.parameters():
-            param.requires_grad_(True)
+        for param, was_trainable in zip(generator.parameters(), trainable):
+            param.requires_grad_(was_trainable)
         generator.train(was_training)
     styles = tuple((mean + offset).detach() for mean, offset in zip((mean_frequencies, mean_phases), offsets))
-    return styles, history
+    final_pose = ((given_pitch + pose_offsets[0]).detach(), (given_yaw + pose_offsets[1]).detach())
+    return styles, history, final_pose
+
+
+def _parabola_vertex(values, losses, best):
+    """The abscissa of the minimum of the parabola through the best candidate and its two neighbours (equally
+    spaced `values`), kept within half a spacing of the best; the best itself at either end."""
+    if best == 0 or best == len(values) - 1:
+        return float(values[best])
+    left, centre, right = losses[best - 1], losses[best], losses[best + 1]
+    curvature = left - 2 * centre + right
+    spacing = float(values[1] - values[0])
+    shift = 0.0 if curvature <= 0 else 0.5 * (left - right) / curvature
+    return float(values[best]) + max(-0.5, min(0.5, shift)) * spacing
+
+
+def estimate_pose(generator, target, probe_steps=PROBE_STEPS, progress=None):
+    """(pitch, yaw) offsets from the frontal camera (radians) of a photo `target` [1, 3, S, S] whose camera is
+    not known: a search by short fits (`probe_steps` each, no noise) whose final error says how well a camera
+    explains the photo. Yaw first, on candidates 0.2 rad apart across the prior (+-2 std, at most +-0.8) at
+    pitch 0; then pitch -0.15, 0, +0.15 at the best yaw; each refined to the vertex of the parabola through
+    the best candidate and its neighbours. `fit_latent(pose_lr=...)` refines the result further."""
+    yaw_reach = min(0.8, 2 * float(generator.prior['h_stddev']))
+    steps_each = max(1, int(round(yaw_reach / 0.2)))
+    yaw_values = torch.linspace(-steps_each * 0.2, steps_each * 0.2, 2 * steps_each + 1, dtype=torch.float64)
+    pitch_values = torch.tensor([-0.15, 0.0, 0.15], dtype=torch.float64)
+
+    def probe_error(pitch_offset, yaw_offset):
+        _, history, _ = fit_latent(generator, target, *frontal_angles(pitch_offset, yaw_offset), steps=probe_steps,
+                                   noise=0.0)
+        if progress is not None:
+            progress.update(1)
+        return history[-1]
+
+    yaw_errors = [probe_error(0.0, float(yaw)) for yaw in yaw_values]
+    best_yaw = min(range(len(yaw_values)), key=yaw_errors.__getitem__)
+    yaw_offset = _parabola_vertex(yaw_values, yaw_errors, best_yaw)
+    pitch_errors = [probe_error(float(pitch), yaw_offset) for pitch in pitch_values]
+    best_pitch = min(range(len(pitch_values)), key=pitch_errors.__getitem__)
+    pitch_offset = _parabola_vertex(pitch_values, pitch_errors, best_pitch)
+    return pitch_offset, yaw_offset
+
+
+def probe_count(generator):
+    """How many probe fits `estimate_pose` runs for this generator's prior (for a progress bar)."""
+    return 2 * max(1, int(round(min(0.8, 2 * float(generator.prior['h_stddev'])) / 0.2))) + 1 + 3
 
 
 def psnr_from_mse(mse):

@@ -31,13 +31,59 @@ def test_fit_recovers_a_latents_render(tiny):
     pitch, yaw = frontal(0.0, 0.2)
     with torch.no_grad():
         target = tiny.render(latent_for_seed(3, tiny.z_dim), pitch, yaw, lock_view_dependence=True)
-    styles, history = inversion.fit_latent(tiny, target, pitch, yaw, steps=60, lr=0.05)
+    styles, history, (fitted_pitch, fitted_yaw) = inversion.fit_latent(tiny, target, pitch, yaw, steps=60, lr=0.05)
+    assert torch.equal(fitted_pitch, pitch) and torch.equal(fitted_yaw, yaw)  # no pose_lr: the camera is kept
     start, end = inversion.psnr_from_mse(history[0]), inversion.psnr_from_mse(history[-1])
     with torch.no_grad():
         fitted = tiny.render(None, pitch, yaw, lock_view_dependence=True, styles=styles)
     achieved = inversion.psnr_from_mse(float(((fitted - target) ** 2).mean()))
     assert achieved > start + 6 and achieved > 25, (start, end, achieved)
     assert all(param.requires_grad for param in tiny.parameters())  # the generator is left as it was
+
+
+def test_mirror_view_is_the_flipped_photo_from_the_mirrored_camera(tiny):
+    pitch, yaw = frontal(0.05, 0.25)
+    with torch.no_grad():
+        target = tiny.render(latent_for_seed(4, tiny.z_dim), pitch, yaw, lock_view_dependence=True)
+    plain, plain_history, _ = inversion.fit_latent(tiny, target, pitch, yaw, steps=40, lr=0.05, noise=0)
+    mirrored, history, _ = inversion.fit_latent(tiny, target, pitch, yaw, steps=40, lr=0.05, noise=0,
+                                                mirror_weight=1.0)
+
+    def error(styles, yaw_there, image):
+        with torch.no_grad():
+            return float(((tiny.render(None, pitch, yaw_there, lock_view_dependence=True, styles=styles)
+                           - image) ** 2).mean())
+    # the mirror fit explains the flipped photo at yaw pi - yaw, which the plain fit never saw
+    flipped = torch.flip(target, dims=[-1])
+    assert error(mirrored, math.pi - yaw, flipped) < 0.7 * error(plain, math.pi - yaw, flipped)
+    # and its history is the photo's own error (both fits start at the mean latent, so the same first value)
+    assert history[0] == pytest.approx(plain_history[0], rel=1e-6)
+    assert history[-1] == pytest.approx(error(mirrored, yaw, target), rel=0.05)
+
+
+def test_parabola_vertex_refines_a_grid_minimum():
+    values = torch.tensor([-0.4, -0.2, 0.0, 0.2, 0.4], dtype=torch.float64)
+    losses = [float((v - 0.07) ** 2) for v in values]
+    assert abs(inversion._parabola_vertex(values, losses, 2) - 0.07) < 1e-9
+    assert inversion._parabola_vertex(values, losses[::-1], 0) == -0.4  # an end stays where it is
+
+
+def test_pose_refinement_and_search_find_the_camera_of_a_render():
+    from conftest import REPO_ROOT
+    from generators import load_generator
+
+    generator = load_generator(str(REPO_ROOT / 'ckpts' / 'synthetic_heads.pt'))
+    true_pitch, true_yaw = 0.05, 0.32
+    with torch.no_grad():
+        target = generator.render(latent_for_seed(7, generator.z_dim), *frontal(true_pitch, true_yaw),
+                                  lock_view_dependence=True)
+    # refinement from a camera 0.12 rad off in yaw moves it towards the truth
+    _, _, (_, yaw) = inversion.fit_latent(generator, target, *frontal(true_pitch, true_yaw - 0.12), steps=60,
+                                          pose_lr=inversion.DEFAULT_POSE_LR)
+    assert abs(float(yaw[0]) - math.pi / 2 - true_yaw) < 0.08
+    # the search alone lands within one candidate spacing (0.2 rad in yaw, 0.15 in pitch) of the truth
+    pitch_offset, yaw_offset = inversion.estimate_pose(generator, target)
+    assert abs(yaw_offset - true_yaw) < 0.1 and abs(pitch_offset - true_pitch) < 0.15, (pitch_offset, yaw_offset)
 
 
 def test_styles_of_the_mapping_render_like_z(tiny):
@@ -83,6 +129,23 @@ def test_invert_then_render_the_latent_in_inference(tiny_ckpt, tmp_path):
     extract_mesh.main(['--ckpt', str(tiny_ckpt), '--latent', str(out / 'latent.pt'), '--resolution', '16',
                        '--output_dir', str(tmp_path / 'meshes'), '--device', 'cpu'])
     assert (tmp_path / 'meshes' / 'mesh_latent.ply').read_bytes() == (out / 'mesh_latent.ply').read_bytes()
+
+
+def test_invert_without_a_pose_estimates_the_camera(tiny_ckpt, tmp_path, capsys):
+    from generators import load_generator
+
+    generator = load_generator(tiny_ckpt)
+    with torch.no_grad():
+        target = generator.render(latent_for_seed(2, generator.z_dim), *frontal(0.0, 0.2),
+                                  lock_view_dependence=True)
+    photo = write_png(tmp_path / 'photo.png', to_uint8(target)[0])
+    out = tmp_path / 'inv'
+    invert.main(['--image', str(photo), '--ckpt', str(tiny_ckpt), '--steps', '5', '--no_mesh',
+                 '--output_dir', str(out), '--device', 'cpu'])
+    assert 'camera (pitch,yaw offsets, rad): estimated' in capsys.readouterr().out
+    _, record = inversion.load_latent(str(out / 'latent.pt'), generator, str(tiny_ckpt))
+    pitch_offset, yaw_offset = record['pose_offset']
+    assert abs(pitch_offset) < 1 and abs(yaw_offset) < 1 and record['pose_offset'] != [0.0, 0.0]
 
 
 @pytest.mark.parametrize('case, fragment', [
@@ -131,10 +194,16 @@ def test_inversion_metric_scores_novel_views_against_the_truth(tmp_path, capsys)
     output = tmp_path / 'inversion.json'
     eval_cli.main(['--ckpt', str(REPO_ROOT / 'ckpts' / 'synthetic_heads.pt'), '--metrics', 'inversion',
                    '--inversion_num', '1', '--inversion_steps', '40', '--inversion_ceiling_steps', '3',
+                   '--inversion_estimate_pose', '--inversion_mirror', '0.5',
                    '--tmp_dir', str(tmp_path), '--output_json', str(output), '--quiet', '--device', 'cpu'])
     printed = capsys.readouterr().out
-    assert 'side input (yaw +0.3), far side' in printed
-    mean = json.loads(output.read_text())['inversion']['mean']
+    assert 'side input (yaw +0.3), far side' in printed and 'side input, pose estimated' in printed
+    result = json.loads(output.read_text())['inversion']
+    mean = result['mean']
+    assert result['protocol']['estimate_pose'] and 'mirror view weight 0.5' in result['protocol']['fit']
+    # the camera search lands within a candidate spacing of the true camera, and the fit still carries over
+    assert mean['side_estimated']['pose_error'] < 0.2 and mean['frontal_estimated']['pose_error'] < 0.2
+    assert mean['side_estimated']['psnr'] > mean['floor_far']['psnr'] + 3
     # the fit explains its input and carries over to views it never saw; the mean latent does neither
     assert mean['frontal']['input_psnr'] > mean['floor']['psnr'] + 10
     assert mean['frontal']['psnr'] > mean['floor']['psnr'] + 5
