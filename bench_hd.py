@@ -22,7 +22,7 @@ import time
 import torch
 
 from generators import build_generator, load_generator
-from inference import frontal_angles, view_offsets
+from rendering.views import frontal_angles, view_offsets
 from utils.cli import nonnegative_int, positive_int
 from utils.seeds import latent_for_seed
 

@@ -41,10 +41,10 @@ import traceback
 
 import torch
 
-from bench import PointCounter, peak_memory_mb, synchronize, time_calls
-from bench_train import benchmark, prepare_step
 from generators import build_generator, load_generator
+from training.benchmark import benchmark, prepare_step
 from training.gan3d import train_step
+from utils.benchmarking import PointCounter, peak_memory_mb, synchronize, time_calls
 from utils.official_tolerance import OFFICIAL_ABS_TOL, OFFICIAL_MAX_TOL, OFFICIAL_SHARE, official_image_error
 from utils.seeds import latent_for_seed
 

@@ -17,8 +17,9 @@ import argparse
 import os
 import sys
 
-import eval as eval_cli
-from utils.cli import HelpFormatter, device, nonnegative_int, output_folder, positive_int
+from evaluation import cli as eval_cli
+from evaluation.runner import summary_lines
+from utils.cli import HelpFormatter, default_device, device, nonnegative_int, output_folder, positive_int
 
 
 def build_parser():
@@ -39,7 +40,7 @@ def build_parser():
     parser.add_argument('--tmp_dir', default='metrics/cache', help='feature caches')
     parser.add_argument('--feature_extractor_weights', default=None,
                         help='local inception-v3-compat weights (.pth) for machines without internet')
-    parser.add_argument('--device', type=device, default=eval_cli.default_device(), help='cpu, cuda or cuda:N')
+    parser.add_argument('--device', type=device, default=default_device(), help='cpu, cuda or cuda:N')
     parser.add_argument('--batch_size', type=positive_int, default=64, help='feature-extractor batch size')
     parser.add_argument('--num_workers', type=nonnegative_int, default=None,
                         help="image-loading worker processes (default: eval.py's)")
@@ -74,7 +75,7 @@ def main(argv=None):
         metrics = {key: result[key] for key in ('fid', 'kid', 'kid_x100', 'is_mean', 'is_std') if key in result}
         with open(os.path.join(args.output_dir, 'metrics.txt'), 'w') as stream:
             stream.write(repr(metrics) + '\n')
-            stream.write('\n'.join(eval_cli.summary_lines(result)) + '\n')
+            stream.write('\n'.join(summary_lines(result)) + '\n')
     return 0
 
 

@@ -32,10 +32,9 @@ import time
 import torch
 from tqdm import tqdm
 
-import extract_mesh
-import inference
 from generators import surfaces
-from rendering import inversion
+from rendering import inversion, meshing, view_jobs
+from rendering.views import frontal_angles
 from utils.cli import (HelpFormatter, default_device, device, nonnegative_float, output_folder, positive_float,
                        positive_int)
 from utils.images import make_grid, save_png, to_uint8
@@ -72,8 +71,8 @@ def build_parser():
                              'side the photo does not show; 0: off)')
     parser.add_argument('--img_size', type=positive_int, default=None,
                         help=f"size of the novel views (default: the model's; shipped model "
-                             f"{inference.DEMO_IMG_SIZE})")
-    parser.add_argument('--mesh_resolution', type=positive_int, default=extract_mesh.DEFAULT_RESOLUTION,
+                             f"{view_jobs.DEMO_IMG_SIZE})")
+    parser.add_argument('--mesh_resolution', type=positive_int, default=meshing.DEFAULT_RESOLUTION,
                         help='grid of the mesh (extract_mesh.py --resolution); 0 is refused, use --no_mesh')
     parser.add_argument('--no_mesh', action='store_true', help='do not write mesh_latent.ply')
     parser.add_argument('--video', action='store_true',
@@ -84,14 +83,14 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    demo = inference.demo_defaults_apply(args)
+    demo = view_jobs.demo_defaults_apply(args)
     if demo:
-        args.ckpt = inference.DEMO_CHECKPOINT
-        args.img_size = args.img_size or inference.DEMO_IMG_SIZE
+        args.ckpt = view_jobs.DEMO_CHECKPOINT
+        args.img_size = args.img_size or view_jobs.DEMO_IMG_SIZE
     if not os.path.isfile(args.image):
         raise SystemExit(f"error: --image {args.image} does not exist")
     with output_folder(args.output_dir):  # a failed run leaves no empty folder behind
-        generator = inference.load_or_exit(args.ckpt, args.config, args.device)
+        generator = view_jobs.load_or_exit(args.ckpt, args.config, args.device)
         if getattr(generator, 'is_hd', False):
             raise SystemExit("error: invert.py fits GRAM checkpoints; GRAM-HD is not supported yet")
         try:
@@ -109,7 +108,7 @@ def main(argv=None):
         refine = args.pose is None or args.refine_pose
         with tqdm(total=args.steps, desc='fit', unit='step') as progress:
             styles, history, (pitch, yaw) = inversion.fit_latent(
-                generator, target, *inference.frontal_angles(*pose), steps=args.steps, lr=args.lr, progress=progress,
+                generator, target, *frontal_angles(*pose), steps=args.steps, lr=args.lr, progress=progress,
                 mirror_weight=args.mirror_weight, pose_lr=inversion.DEFAULT_POSE_LR if refine else 0.0)
         seconds = time.time() - start
         if refine:
@@ -122,19 +121,19 @@ def main(argv=None):
         save_png(make_grid(tiles, 1, 3), os.path.join(args.output_dir, 'fit.png'))
         latent_path = os.path.join(args.output_dir, 'latent.pt')
         inversion.save_latent(latent_path, styles, args.ckpt, *pose, args.image, history)
-        view_args = inference.build_parser().parse_args(
+        view_args = view_jobs.build_view_parser().parse_args(
             ['--output_dir', args.output_dir, '--outputs', 'rgb,depth', '--no_watermark']
             + (['--img_size', str(args.img_size)] if args.img_size else []))
-        inference.run_view_type(generator, view_args, ['latent'], args.device, 'multiview3x7',
+        view_jobs.run_view_type(generator, view_args, ['latent'], args.device, 'multiview3x7',
                                 latents={'latent': styles})
         if args.video:
             view_args.outputs = ['rgb', 'depth', 'normal']
-            inference.run_view_type(generator, view_args, ['latent'], args.device, 'video', latents={'latent': styles})
+            view_jobs.run_view_type(generator, view_args, ['latent'], args.device, 'video', latents={'latent': styles})
         mesh_note = ''
         if not args.no_mesh:
-            mesh_args = extract_mesh.check_args(extract_mesh.build_parser().parse_args(
+            mesh_args = meshing.check_args(meshing.build_mesh_parser().parse_args(
                 ['--output_dir', args.output_dir, '--resolution', str(args.mesh_resolution)]))
-            mesh_note, _ = extract_mesh.extract_seed(generator, 'latent', mesh_args,
+            mesh_note, _ = meshing.extract_seed(generator, 'latent', mesh_args,
                                                      surfaces.default_half_extent(generator), None, styles=styles)
     print(f"camera (pitch,yaw offsets, rad): {pose_note}")
     print(f"fit in {seconds:.1f} s ({args.steps} steps, {seconds / args.steps * 1000:.0f} ms/step): input-view PSNR "

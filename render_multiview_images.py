@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from inference import RENDER_BYTES_PER_PIXEL, load_or_exit, render_sizes, render_view_set, watermark_all
+from rendering.view_jobs import (RENDER_BYTES_PER_PIXEL, load_or_exit, render_sizes, render_view_set,
+                                 watermark_all)
 from utils.cli import (HelpFormatter, default_device, device, output_folder, positive_int, seed_list, truncation,
                        warn_ignored)
 from utils.images import save_gif, save_png

@@ -24,10 +24,8 @@ import traceback
 
 import numpy as np
 
-import extract_mesh
-import inference
 from generators import surfaces
-from rendering import views
+from rendering import meshing, view_jobs, views
 from rendering.inversion import latent_or_exit
 from utils.cli import (HelpFormatter, check_can_create, default_device, device, port, positive_int, seed, truncation,
                        warn_if_exposed, warn_ignored)
@@ -59,7 +57,7 @@ def build_parser():
     parser.add_argument('--device', type=device, default=default_device(), help='cpu, cuda or cuda:N')
     parser.add_argument('--img_size', type=positive_int, default=None,
                         help=f'GRAM render size when the camera rests (default: the config\'s; shipped model '
-                             f'{inference.DEMO_IMG_SIZE}); GRAM-HD uses its config\'s sizes')
+                             f'{view_jobs.DEMO_IMG_SIZE}); GRAM-HD uses its config\'s sizes')
     parser.add_argument('--preview_size', type=positive_int, default=None,
                         help='GRAM render size while the camera moves (default: a quarter of --img_size, >= 32)')
     parser.add_argument('--seed', type=seed, default=0, help='first seed shown')
@@ -368,12 +366,12 @@ class Viewer:
                 '--outputs', 'rgb,depth,normal']
         if not self.is_hd:
             argv += ['--img_size', str(self.img_size)]
-        args = inference.build_parser().parse_args(argv)
+        args = view_jobs.build_view_parser().parse_args(argv)
         name = self._subject(view)
         latents = {name: self.renderer.styles} if self.renderer.styles is not None else None
         self.export_status.content = f"rendering a 60-frame orbit of {name}..."
         with self._generator_lock:
-            inference.run_view_type(self.generator, args, [name], self.device, 'video', latents)
+            view_jobs.run_view_type(self.generator, args, [name], self.device, 'video', latents)
         path = os.path.join(self.output_dir, f'grid_{name}.mp4')
         self.export_status.content = f"wrote `{path}` (+ depth and normal videos)"
         return path
@@ -381,14 +379,14 @@ class Viewer:
     def export_mesh(self):
         """extract_mesh.py for the current seed, psi, grid and level (ply, obj, glb)."""
         view = self.current_view(full=True)
-        args = extract_mesh.check_args(extract_mesh.build_parser().parse_args(
+        args = meshing.check_args(meshing.build_mesh_parser().parse_args(
             ['--output_dir', self._prepared_output_dir(), '--truncation', str(view.truncation), '--resolution',
              str(int(self.mesh_resolution.value)), '--level', str(float(self.mesh_level.value)),
              '--formats', 'ply,obj,glb']))
         name = self._subject(view)
         self.export_status.content = f"extracting the mesh of {name}..."
         with self._generator_lock:
-            summary, _ = extract_mesh.extract_seed(self.generator, name, args,
+            summary, _ = meshing.extract_seed(self.generator, name, args,
                                                    surfaces.default_half_extent(self.generator), None,
                                                    styles=self.renderer.styles)
         self.export_status.content = f"{summary} (in `{self.output_dir}`)"
@@ -404,19 +402,19 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     if importlib.util.find_spec('viser') is None:
         raise SystemExit("error: the viewer needs viser: pip install -r requirements.txt (or pip install viser)")
-    if inference.demo_defaults_apply(args):  # no --ckpt, or the shipped file named: the same defaults
-        if not os.path.isfile(inference.DEMO_CHECKPOINT):
-            raise SystemExit(f"no --ckpt given and the shipped model {inference.DEMO_CHECKPOINT} is missing; "
+    if view_jobs.demo_defaults_apply(args):  # no --ckpt, or the shipped file named: the same defaults
+        if not os.path.isfile(view_jobs.DEMO_CHECKPOINT):
+            raise SystemExit(f"no --ckpt given and the shipped model {view_jobs.DEMO_CHECKPOINT} is missing; "
                              "pass --ckpt PATH (with --config for official files)")
-        args.ckpt = inference.DEMO_CHECKPOINT
+        args.ckpt = view_jobs.DEMO_CHECKPOINT
         if args.img_size is None:
-            args.img_size = inference.DEMO_IMG_SIZE
+            args.img_size = view_jobs.DEMO_IMG_SIZE
     # Where the export buttons write is checked now (not created until the first export): a read-only or
     # file path would otherwise only show when a button is pressed.
     check_can_create(args.output_dir, '--output_dir', folder=True)
     check_port_free(args.host, args.port)  # before the model loads: a taken port is found in a second
     warn_if_exposed(args.host)
-    generator = inference.load_or_exit(args.ckpt, args.config, args.device)
+    generator = view_jobs.load_or_exit(args.ckpt, args.config, args.device)
     if getattr(generator, 'is_hd', False):
         for flag, value in (('--img_size', args.img_size), ('--preview_size', args.preview_size)):
             if value is not None:
@@ -425,7 +423,7 @@ def main(argv=None):
     else:
         size = args.img_size or generator.img_size
         for flag, value in (('--img_size', size), ('--preview_size', args.preview_size or 0)):
-            require_memory(2 * value * value * inference.RENDER_BYTES_PER_PIXEL, f"{flag} {value} (one render)",
+            require_memory(2 * value * value * view_jobs.RENDER_BYTES_PER_PIXEL, f"{flag} {value} (one render)",
                            args.device, advice=f'use a smaller {flag}')
     styles = None
     if args.latent is not None:

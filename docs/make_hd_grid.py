@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import synthetic_data  # noqa: E402
 from generators import load_generator  # noqa: E402
-from inference import frontal_angles  # noqa: E402
+from rendering.views import frontal_angles  # noqa: E402
 from utils.images import make_grid, save_png, to_uint8  # noqa: E402
 from utils.seeds import latent_for_seed, parse_seeds  # noqa: E402
 

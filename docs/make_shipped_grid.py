@@ -17,7 +17,8 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from generators import load_generator  # noqa: E402
-from inference import DEMO_CHECKPOINT, frontal_angles  # noqa: E402
+from rendering.view_jobs import DEMO_CHECKPOINT  # noqa: E402
+from rendering.views import frontal_angles  # noqa: E402
 from utils.images import make_grid, save_png, to_uint8  # noqa: E402
 from utils.maps import colorize_depth  # noqa: E402
 from utils.seeds import latent_for_seed, parse_seeds  # noqa: E402

@@ -7,6 +7,7 @@ import sys
 import torch
 from tqdm import tqdm
 
+from rendering.view_jobs import render_batch
 from utils.atomic import atomic_open
 
 from . import consistency as consistency_metric
@@ -72,7 +73,6 @@ def prior_description(generator):
 def rand_sample(generator, seed, truncation, device):
     """uint8 HWC image of one seed under inference.py's `--type rand` rule (byte-identical to it)."""
     from generators.camera import sample_camera_angles
-    from inference import render_batch
 
     rng = torch.Generator().manual_seed(int(seed))
     z = torch.randn(1, generator.z_dim, generator=rng).to(device)

@@ -21,6 +21,7 @@ import preprocess_dataset
 import render_multiview_images
 import train as train_script
 from conftest import REPO_ROOT, posed_image_folder, untrained_checkpoint
+from rendering import meshing, view_jobs
 from utils import resources
 
 pytestmark = pytest.mark.usefixtures('one_thread')  # see conftest.one_thread
@@ -120,13 +121,14 @@ def test_a_disk_that_fills_up_while_writing_is_one_line(script, tmp_path, monkey
     def full_disk(*args, **kwargs):
         raise OSError(28, 'No space left on device', 'the file being written')
     out = str(tmp_path / 'out')
-    module, writer, argv = {
-        'inference': (inference, 'save_png', ['--seeds', '0', '--img_size', '16', '--outputs', 'rgb']),
-        'extract_mesh': (extract_mesh, 'save_mesh', ['--seeds', '0', '--resolution', '16']),
-        'render_multiview_images': (render_multiview_images, 'save_png', ['--generator_file', SHIPPED, '--seeds', '0',
-                                                                          '--frames', '2', '--img_size', '16']),
+    # (the script, the module whose file writer fails, the writer, the flags)
+    module, writing_module, writer, argv = {
+        'inference': (inference, view_jobs, 'save_png', ['--seeds', '0', '--img_size', '16', '--outputs', 'rgb']),
+        'extract_mesh': (extract_mesh, meshing, 'save_mesh', ['--seeds', '0', '--resolution', '16']),
+        'render_multiview_images': (render_multiview_images, render_multiview_images, 'save_png',
+                                    ['--generator_file', SHIPPED, '--seeds', '0', '--frames', '2', '--img_size', '16']),
     }[script]
-    monkeypatch.setattr(module, writer, full_disk)
+    monkeypatch.setattr(writing_module, writer, full_disk)
     message = one_line_exit(module.main, argv + ['--output_dir', out])
     assert message.startswith(f'error: cannot write to --output_dir {out}') and 'No space left' in message
 
@@ -224,9 +226,9 @@ def test_preprocess_size_has_a_documented_maximum(capsys, tmp_path):
 def test_estimates_let_ordinary_jobs_through(tmp_path):
     """The bounds refuse what cannot fit, not what can: the shipped model's default job passes with the real
     memory of this machine."""
-    generator = inference.load_or_exit(SHIPPED, None, 'cpu')
+    generator = view_jobs.load_or_exit(SHIPPED, None, 'cpu')
     args = inference.build_parser().parse_args(['--img_size', '128', '--outputs', 'rgb,depth'])
-    inference.check_job_fits(generator, args, list(range(10)), ['multiview3x7', 'video'])
+    view_jobs.check_job_fits(generator, args, list(range(10)), ['multiview3x7', 'video'])
     assert resources.format_bytes(1536) == '1.5 KB' and resources.format_bytes(3 * 1024 ** 4) == '3.0 TB'
 
 
@@ -423,15 +425,15 @@ def test_naming_the_shipped_model_gives_the_shipped_defaults(tmp_path):
     implicit = parser.parse_args(['--output_dir', str(tmp_path)])
     explicit = parser.parse_args(['--ckpt', SHIPPED, '--output_dir', str(tmp_path)])
     relative = parser.parse_args(['--ckpt', 'ckpts/synthetic_heads.pt', '--output_dir', str(tmp_path)])
-    assert inference.demo_defaults_apply(implicit) and inference.demo_defaults_apply(explicit)
+    assert view_jobs.demo_defaults_apply(implicit) and view_jobs.demo_defaults_apply(explicit)
     import os
     cwd = os.getcwd()
     os.chdir(REPO_ROOT)
     try:
-        assert inference.demo_defaults_apply(relative)
+        assert view_jobs.demo_defaults_apply(relative)
     finally:
         os.chdir(cwd)
-    assert not inference.demo_defaults_apply(parser.parse_args(['--ckpt', str(tmp_path / 'other.pt')]))
+    assert not view_jobs.demo_defaults_apply(parser.parse_args(['--ckpt', str(tmp_path / 'other.pt')]))
 
 
 def test_readme_states_the_psi_of_the_shipped_model_picture():

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 import configs
-from bench_train import saved_bytes
+from training.benchmark import saved_bytes
 from generators import build_generator
 from generators.film import linear_sine
 from generators.radiance import RadianceNetwork

@@ -15,6 +15,8 @@ from conftest import official_fixture
 from generators import build_generator, camera, load_generator
 from generators.gramhd import background_unwarp, background_warp, stage1_config
 from generators.super_resolution import bicubic_downsample, bicubic_upsample
+from rendering import view_jobs
+from rendering.views import frontal_angles, view_offsets
 from utils.checkpoints import CheckpointError
 from utils.official_tolerance import OFFICIAL_MAX_TOL, official_image_error
 
@@ -138,8 +140,8 @@ def tiny_generator(seed=0):
 
 def orbit_angles(frames):
     """`frames` views spread over the official video orbit (yaw ping-pong +-0.3 rad)."""
-    offsets = inference.view_offsets('video')[2]
-    return [inference.frontal_angles(*offsets[i]) for i in range(0, len(offsets), len(offsets) // frames)]
+    offsets = view_offsets('video')[2]
+    return [frontal_angles(*offsets[i]) for i in range(0, len(offsets), len(offsets) // frames)]
 
 
 @pytest.mark.usefixtures('one_thread')
@@ -284,13 +286,13 @@ def test_bicubic_downsample_preserves_constants_and_inverts_upsampling_of_smooth
     ('multiview1x3', ['grid_3.png', 'grid_3_lr.png']),
     ('video', ['grid_3.mp4', 'grid_3_lr.mp4'])])
 def test_inference_writes_hr_and_lr_outputs(tmp_path, monkeypatch, view_type, files):
-    official_view_offsets = inference.view_offsets
+    official_view_offsets = view_jobs.view_offsets
 
     def short_video(name):  # 4 of the 60 orbit frames: the writer and the cached path, not the length
         rows, cols, offsets, lock = official_view_offsets(name)
         return (rows, cols, offsets[::15], lock) if name == 'video' else (rows, cols, offsets, lock)
 
-    monkeypatch.setattr(inference, 'view_offsets', short_video)
+    monkeypatch.setattr(view_jobs, 'view_offsets', short_video)
     inference.main(['--untrained', '--config', 'TINY_GRAMHD', '--seeds', '3', '--type', view_type,
                     '--output_dir', str(tmp_path), '--device', 'cpu', '--truncation', '1.0'])
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(files)

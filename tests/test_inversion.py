@@ -11,6 +11,7 @@ import inference
 import invert
 from generators import build_generator
 from rendering import inversion
+from rendering.views import frontal_angles
 from utils.images import to_uint8
 from utils.seeds import latent_for_seed
 
@@ -24,7 +25,7 @@ def tiny():
 
 
 def frontal(pitch=0.0, yaw=0.0):
-    return inference.frontal_angles(pitch, yaw)
+    return frontal_angles(pitch, yaw)
 
 
 def test_fit_recovers_a_latents_render(tiny):

@@ -11,7 +11,7 @@ import configs
 import extract_mesh
 import inference
 from generators import build_generator, load_generator, surfaces
-from rendering import interpolation
+from rendering import interpolation, meshing, view_jobs
 from utils.checkpoints import atomic_save, make_checkpoint
 from utils.meshes import render_mesh_preview
 from utils.maps import decode_depth16, depth_range, encode_depth16
@@ -114,7 +114,7 @@ def test_manifolds_are_the_field_level_sets_cut_to_what_the_prior_sees(one_threa
     generator.representation.sample_network = SphereField()
     half, resolution = 0.12, 40
     voxel = 2 * half / (resolution - 1)
-    vertices, faces, normals, level_index = extract_mesh.manifold_surfaces(generator, resolution, half, 5000, None)
+    vertices, faces, normals, level_index = meshing.manifold_surfaces(generator, resolution, half, 5000, None)
     levels = generator.levels('cpu').numpy()
     radii = np.linalg.norm(vertices - np.array(CENTER), axis=1)
     expected = levels[level_index] / 100
@@ -216,7 +216,7 @@ def test_keyframe_latents_hit_every_key_exactly():
 
 def test_interpolation_video_starts_and_ends_at_the_key_renders(one_thread, tiny_ckpt, tmp_path, monkeypatch):
     videos = {}
-    monkeypatch.setattr(inference, 'save_video', lambda frames, path, fps: videos.__setitem__(path, list(frames)))
+    monkeypatch.setattr(view_jobs, 'save_video', lambda frames, path, fps: videos.__setitem__(path, list(frames)))
     out = tmp_path / 'interp'
     inference.main(['--ckpt', str(tiny_ckpt), '--seeds', '0-3', '--type', 'interpolation', '--img_size', '16',
                     '--num_keyframes', '2', '--frames_per_key', '3', '--interp_grid', '1x2', '--no_watermark',
@@ -228,7 +228,7 @@ def test_interpolation_video_starts_and_ends_at_the_key_renders(one_thread, tiny
     # cells: (0 -> 1) and (2 -> 3); the orbit starts and ends at the frontal camera
     for frame, seeds in ((frames[0], (0, 2)), (frames[-1], (1, 3))):
         for cell, seed in enumerate(seeds):
-            key, _ = inference.render_batch(generator, latent_for_seed(seed, generator.z_dim), *frontal, 16, 0.5,
+            key, _ = view_jobs.render_batch(generator, latent_for_seed(seed, generator.z_dim), *frontal, 16, 0.5,
                                             True)
             np.testing.assert_array_equal(frame[:, cell * 16:(cell + 1) * 16], key[0])
     assert not np.array_equal(frames[1], frames[0])

@@ -22,6 +22,7 @@ import preprocess_dataset
 import render_multiview_images
 import train as train_script
 from evaluation import runner
+from rendering import view_jobs
 from utils.cli import error_line
 from utils.images import add_watermark
 from utils.seeds import MAX_SEED, parse_seeds
@@ -151,7 +152,7 @@ def test_output_dir_that_is_a_file_fails_before_rendering(tiny_ckpt, tmp_path, m
 def test_a_full_disk_while_saving_is_one_line(tiny_ckpt, tmp_path, monkeypatch):
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp_path / 'grid_0.png'))
-    monkeypatch.setattr(inference, 'save_png', full)
+    monkeypatch.setattr(view_jobs, 'save_png', full)
     message = exit_message(inference.main, ['--ckpt', tiny_ckpt, '--seeds', '0', '--output_dir', tmp_path,
                                             '--device', 'cpu'])
     assert 'No space left on device' in message and 'grid_0.png' in message
@@ -176,7 +177,7 @@ def test_watermark_fits_in_the_lower_right_corner(size):
 def test_default_render_of_the_shipped_model_is_big_enough_to_see(tmp_path):
     inference.main(['--seeds', '0', '--output_dir', str(tmp_path), '--device', 'cpu'])
     grid = Image.open(tmp_path / 'grid_0.png')
-    assert grid.size == (3 * inference.DEMO_IMG_SIZE, inference.DEMO_IMG_SIZE) and inference.DEMO_IMG_SIZE >= 128
+    assert grid.size == (3 * view_jobs.DEMO_IMG_SIZE, view_jobs.DEMO_IMG_SIZE) and view_jobs.DEMO_IMG_SIZE >= 128
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -10,10 +10,10 @@ import numpy as np
 from PIL import Image
 
 import configs
-import inference
 import synthetic_data
 from conftest import REPO_ROOT
 from generators import load_generator
+from rendering import view_jobs
 from training.loop import train
 
 
@@ -33,8 +33,8 @@ def test_synth_cpu_config_trains_a_few_steps_on_generated_heads(tmp_path, one_th
 
 
 def test_the_shipped_model_is_small_and_self_describing():
-    assert os.path.getsize(inference.DEMO_CHECKPOINT) <= 20 * 2 ** 20
-    generator = load_generator(inference.DEMO_CHECKPOINT)
+    assert os.path.getsize(view_jobs.DEMO_CHECKPOINT) <= 20 * 2 ** 20
+    generator = load_generator(view_jobs.DEMO_CHECKPOINT)
     assert generator.config['generator']['kwargs']['img_size'] == 32
     # README's recipe trains it with --config SYNTH_CPU_HEADS: the checkpoint's own config must be that one
     # (it was trained as SYNTH_CPU_WIDE plus the two --set options that SYNTH_CPU_HEADS now holds)
@@ -45,7 +45,7 @@ def test_the_shipped_model_has_its_heads_in_front_of_the_background_plane(one_th
     # The old demo model painted its heads on GRAM's background plane (0% of central pixels in front of it,
     # the plane carrying 99.7% of the weight): pictures and a consistency score cannot tell, depth can.
     from evaluation.geometry import evaluate_geometry
-    report = evaluate_geometry(load_generator(inference.DEMO_CHECKPOINT), num=8, size=32)
+    report = evaluate_geometry(load_generator(view_jobs.DEMO_CHECKPOINT), num=8, size=32)
     for view in report['views'].values():
         assert view['generated']['in_front'] >= 0.9
         assert view['generated']['plane_share'] <= 0.2
