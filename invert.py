@@ -21,7 +21,10 @@ Writes to --output_dir:
                   --img_size, with grid_latent_depth.png (16-bit) / _depth_preview.png / _depth.json, the
                   files `inference.py --latent latent.pt --type multiview3x7 --outputs rgb,depth` writes
 `inference.py --latent`, `extract_mesh.py --latent` and `viewer.py --latent` take the latent file in place of a
-seed. Not yet (issue 27): pose from landmarks, fine-tuning the radiance network, GRAM-HD checkpoints.
+seed. With --finetune_steps N the radiance network is fitted further after the latent (surfaces frozen, depth
+and opacity at other cameras held to the model's) and saved as generator_finetuned.pt beside the latent:
+    python inference.py --ckpt inverted/generator_finetuned.pt --latent inverted/latent.pt
+Not yet (issue 27): pose from landmarks, GRAM-HD checkpoints.
 """
 import argparse
 import math
@@ -35,8 +38,8 @@ from tqdm import tqdm
 from generators import surfaces
 from rendering import inversion, meshing, view_jobs
 from rendering.views import frontal_angles
-from utils.cli import (HelpFormatter, default_device, device, nonnegative_float, output_folder, positive_float,
-                       positive_int)
+from utils.cli import (HelpFormatter, default_device, device, nonnegative_float, nonnegative_int, output_folder,
+                       positive_float, positive_int)
 from utils.images import make_grid, save_png, to_uint8
 
 
@@ -69,6 +72,10 @@ def build_parser():
     parser.add_argument('--mirror_weight', type=nonnegative_float, default=inversion.DEFAULT_MIRROR_WEIGHT,
                         help='weight of the mirrored photo seen from the mirrored camera (a symmetry prior for the '
                              'side the photo does not show; 0: off)')
+    parser.add_argument('--finetune_steps', type=nonnegative_int, default=0,
+                        help='after the latent fit, fine-tune the radiance network this many steps (surfaces frozen, '
+                             'depth and opacity at other views held): writes generator_finetuned.pt, which the '
+                             'latent file then belongs to')
     parser.add_argument('--img_size', type=positive_int, default=None,
                         help=f"size of the novel views (default: the model's; shipped model "
                              f"{view_jobs.DEMO_IMG_SIZE})")
@@ -114,13 +121,22 @@ def main(argv=None):
         if refine:
             pose = (float(pitch[0]) - math.pi / 2, float(yaw[0]) - math.pi / 2)  # offsets, as frontal_angles
             pose_note += f", refined to {pose[0]:+.3f},{pose[1]:+.3f}"
+        checkpoint, finetune_note = args.ckpt, ''
+        if args.finetune_steps:
+            with tqdm(total=args.finetune_steps, desc='fine-tune', unit='step') as progress:
+                generator, finetune_history = inversion.finetune_radiance(
+                    generator, styles, target, pitch, yaw, args.finetune_steps, progress=progress)
+            checkpoint = os.path.join(args.output_dir, 'generator_finetuned.pt')
+            inversion.save_finetuned(checkpoint, generator, args.ckpt)
+            finetune_note = (f"; fine-tuned {args.finetune_steps} steps: input view "
+                             f"{inversion.psnr_from_mse(finetune_history[-1]):.2f} dB, generator_finetuned.pt")
         with torch.no_grad():
             reconstruction = generator.render(None, pitch, yaw, lock_view_dependence=True, styles=styles)
         difference = (reconstruction - target.to(reconstruction.device)).abs() * 4 - 1  # x4, shown in [-1, 1]
         tiles = list(to_uint8(torch.cat([target.to(reconstruction.device), reconstruction, difference])))
         save_png(make_grid(tiles, 1, 3), os.path.join(args.output_dir, 'fit.png'))
         latent_path = os.path.join(args.output_dir, 'latent.pt')
-        inversion.save_latent(latent_path, styles, args.ckpt, *pose, args.image, history)
+        inversion.save_latent(latent_path, styles, checkpoint, *pose, args.image, history)
         view_args = view_jobs.build_view_parser().parse_args(
             ['--output_dir', args.output_dir, '--outputs', 'rgb,depth', '--no_watermark']
             + (['--img_size', str(args.img_size)] if args.img_size else []))
@@ -138,7 +154,7 @@ def main(argv=None):
     print(f"camera (pitch,yaw offsets, rad): {pose_note}")
     print(f"fit in {seconds:.1f} s ({args.steps} steps, {seconds / args.steps * 1000:.0f} ms/step): input-view PSNR "
           f"{inversion.psnr_from_mse(history[-1]):.2f} dB (from {inversion.psnr_from_mse(history[0]):.2f} dB at the "
-          f"mean latent); wrote fit.png, latent.pt, grid_latent.png (+ depth){', the video' if args.video else ''}"
+          f"mean latent){finetune_note}; wrote fit.png, latent.pt, grid_latent.png (+ depth){', the video' if args.video else ''}"
           f"{'' if args.no_mesh else ', mesh_latent.ply'} to {args.output_dir}")
     if mesh_note:
         print(mesh_note)

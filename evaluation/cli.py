@@ -83,6 +83,9 @@ def build_eval_parser(description=None):
                        help='steps of the ceiling fit to all 21 views (default: --inversion_steps)')
     group.add_argument('--inversion_mirror', type=nonnegative_float, default=None,
                        help="weight of the mirrored input view in each fit (default: invert.py's --mirror_weight)")
+    group.add_argument('--inversion_finetune_steps', type=nonnegative_int, default=0,
+                       help='also fine-tune the radiance network this many steps after each fit (invert.py '
+                            '--finetune_steps) and score that')
     group.add_argument('--inversion_estimate_pose', action='store_true',
                        help='also fit each input from the camera invert.py estimates (no --pose) and score the pose')
     return parser

@@ -11,6 +11,8 @@ Each input is fitted (rendering/inversion.py, at its true pose) and rendered at 
   half of, in the truth);
 - depth_l1: mean |expected depth - true depth| over the central half of the image side;
 - input_psnr: at the input view itself; seconds: the fit's wall time.
+With `finetune_steps`, each latent fit is followed by `finetune_radiance` (`*_finetuned` rows; the ceiling's
+PSNR at the input view is in the plain rows as ceiling_input_psnr, the bar fine-tuning has to pass).
 With `estimate_pose`, each input is also fitted from the camera `estimate_pose` finds, refined during the fit
 (`*_estimated` rows, with the pose error in radians: the distance of (pitch, yaw) from the truth).
 Each input may be fitted together with its mirror view (`mirror_weight`, the symmetry prior of invert.py).
@@ -77,7 +79,7 @@ def scores(images, depth, true_images, true_depth, true_plane, keep):
 
 def evaluate_inversion(generator, num=DEFAULT_NUM, truth_seed=101, size=None, steps=inversion.DEFAULT_STEPS,
                        ceiling_steps=None, progress=None, mirror_weight=inversion.DEFAULT_MIRROR_WEIGHT,
-                       estimate_pose=False):
+                       estimate_pose=False, finetune_steps=0):
     """Per-head and mean scores of frontal and side inversions, the floor and the ceiling (JSON-ready)."""
     size = int(size or generator.img_size)
     _, _, grid = view_offsets('multiview3x7')[:3]
@@ -105,8 +107,19 @@ def evaluate_inversion(generator, num=DEFAULT_NUM, truth_seed=101, size=None, st
                                                       mirror_weight=mirror_weight)
             seconds = time.time() - start
             images, depth = render_styles(generator, styles, grid, size)
+            ceiling_input, _ = render_styles(generator, ceiling, [offset], size)
             row[name] = dict(scores(images, depth, true_images, true_depth, true_plane, keep),
-                             input_psnr=inversion.psnr_from_mse(history[-1]), seconds=seconds)
+                             input_psnr=inversion.psnr_from_mse(history[-1]), seconds=seconds,
+                             ceiling_input_psnr=inversion.psnr_from_mse(float(((ceiling_input - input_image) ** 2)
+                                                                              .mean())))
+            if finetune_steps:
+                start = time.time()
+                tuned, tuned_history = inversion.finetune_radiance(generator, styles, input_image, pitch, yaw,
+                                                                   finetune_steps)
+                images, depth = render_styles(tuned, styles, grid, size)
+                row[name + '_finetuned'] = dict(scores(images, depth, true_images, true_depth, true_plane, keep),
+                                                input_psnr=inversion.psnr_from_mse(tuned_history[-1]),
+                                                seconds=time.time() - start)
             if estimate_pose:
                 start = time.time()
                 pose = inversion.estimate_pose(generator, input_image)
@@ -129,7 +142,9 @@ def evaluate_inversion(generator, num=DEFAULT_NUM, truth_seed=101, size=None, st
     means = {key: {metric: float(np.mean([row[key][metric] for row in rows])) for metric in rows[0][key]}
              for key in keys}
     protocol = {'num': num, 'truth_seed': truth_seed, 'image_size': size, 'steps': steps,
-                'estimate_pose': bool(estimate_pose),
+                'estimate_pose': bool(estimate_pose), 'finetune_steps': int(finetune_steps),
+                'finetune': f"rendering/inversion.finetune_radiance (lr {inversion.DEFAULT_FINETUNE_LR}, geometry "
+                            f"weight {inversion.DEFAULT_GEOMETRY_WEIGHT}, 8 prior views)",
                 'ceiling_steps': ceiling_steps, 'side_yaw': SIDE_YAW,
                 'views': '3x7: yaw linspace(-0.4, 0.4, 7) x pitch +0.2, 0, -0.2 from frontal; side input scored '
                          'on yaw < 0 only', 'fit': f"rendering/inversion.fit_latent (lr {inversion.DEFAULT_LR}, "
@@ -151,6 +166,12 @@ def summary_lines(result):
                  if 'input_psnr' in row else '')
         lines.append(f"  {label:34s} PSNR {row['psnr']:.2f} dB, head {row['psnr_head']:.2f} dB, central depth L1 "
                      f"{row['depth_l1']:.4f}{extra}")
+    for key, label in (('frontal_finetuned', 'frontal input, fine-tuned'), ('side_finetuned', 'side input, fine-tuned')):
+        if key in mean:
+            row = mean[key]
+            lines.append(f"  {label:34s} PSNR {row['psnr']:.2f} dB, head {row['psnr_head']:.2f} dB, central depth "
+                         f"L1 {row['depth_l1']:.4f}, input view {row['input_psnr']:.2f} dB (the ceiling's there: "
+                         f"{mean[key.split('_')[0]]['ceiling_input_psnr']:.2f} dB), {row['seconds']:.1f} s")
     for key, label in (('frontal_estimated', 'frontal input, pose estimated'),
                        ('side_estimated', 'side input, pose estimated')):
         if key in mean:

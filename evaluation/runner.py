@@ -389,7 +389,8 @@ def evaluate(options):
                 ceiling_steps=getattr(options, 'inversion_ceiling_steps', None), progress=progress,
                 mirror_weight=(inversion_metric.inversion.DEFAULT_MIRROR_WEIGHT
                                if getattr(options, 'inversion_mirror', None) is None else options.inversion_mirror),
-                estimate_pose=bool(getattr(options, 'inversion_estimate_pose', False)))
+                estimate_pose=bool(getattr(options, 'inversion_estimate_pose', False)),
+                finetune_steps=getattr(options, 'inversion_finetune_steps', 0) or 0)
         checkpoint_metric('inversion', getattr(options, 'inversion_num', inversion_metric.DEFAULT_NUM), 'head',
                           run_inversion)
 

@@ -62,6 +62,33 @@ def test_mirror_view_is_the_flipped_photo_from_the_mirrored_camera(tiny):
     assert history[-1] == pytest.approx(error(mirrored, yaw, target), rel=0.05)
 
 
+def test_finetuning_goes_past_the_latent_and_the_regulariser_holds_the_geometry(tiny):
+    pitch, yaw = frontal(0.0, 0.2)
+    with torch.no_grad():
+        # a target the latent cannot express: a render with a stripe painted on it
+        target = tiny.render(latent_for_seed(5, tiny.z_dim), pitch, yaw, lock_view_dependence=True)
+        target[..., 10:14, :] = 0.8
+    styles, history, _ = inversion.fit_latent(tiny, target, pitch, yaw, steps=30, lr=0.05)
+    before = {name: param.clone() for name, param in tiny.named_parameters()}
+    views = tiny.sample_poses(4, 'cpu', generator=torch.Generator().manual_seed(9))
+
+    def depth_change(model):
+        with torch.no_grad():
+            args = dict(lock_view_dependence=True, return_depth=True, styles=tuple(s.expand(4, -1) for s in styles))
+            return float((model.render(None, *views, **args)[1] - tiny.render(None, *views, **args)[1]).abs().mean())
+    free, free_history = inversion.finetune_radiance(tiny, styles, target, pitch, yaw, 40, lr=1e-3,
+                                                     geometry_weight=0.0)
+    held, held_history = inversion.finetune_radiance(tiny, styles, target, pitch, yaw, 40, lr=1e-3,
+                                                     geometry_weight=10.0)
+    assert held_history[-1] < 0.7 * history[-1] and free_history[-1] < 0.7 * history[-1]  # past the latent fit
+    assert depth_change(held) < 0.5 * depth_change(free)
+    # the manifold network is frozen, and the model given is not changed
+    for name, param in held.named_parameters():
+        if name.startswith('representation.sample_network.'):
+            assert torch.equal(param, before[name]), name
+    assert all(torch.equal(param, before[name]) for name, param in tiny.named_parameters())
+
+
 def test_parabola_vertex_refines_a_grid_minimum():
     values = torch.tensor([-0.4, -0.2, 0.0, 0.2, 0.4], dtype=torch.float64)
     losses = [float((v - 0.07) ** 2) for v in values]
@@ -142,8 +169,20 @@ def test_invert_without_a_pose_estimates_the_camera(tiny_ckpt, tmp_path, capsys)
     photo = write_png(tmp_path / 'photo.png', to_uint8(target)[0])
     out = tmp_path / 'inv'
     invert.main(['--image', str(photo), '--ckpt', str(tiny_ckpt), '--steps', '5', '--no_mesh',
-                 '--output_dir', str(out), '--device', 'cpu'])
+                 '--finetune_steps', '3', '--output_dir', str(out), '--device', 'cpu'])
     assert 'camera (pitch,yaw offsets, rad): estimated' in capsys.readouterr().out
+    # the latent belongs to the fine-tuned generator, which inference.py renders it with
+    tuned = load_generator(str(out / 'generator_finetuned.pt'))
+    styles, record = inversion.load_latent(str(out / 'latent.pt'), tuned, str(out / 'generator_finetuned.pt'))
+    assert record['checkpoint'] == str(out / 'generator_finetuned.pt')
+    assert not all(torch.equal(a, b) for a, b in zip(tuned.parameters(), generator.parameters()))
+    inference.main(['--ckpt', str(out / 'generator_finetuned.pt'), '--latent', str(out / 'latent.pt'),
+                    '--type', 'multiview1x3', '--no_watermark', '--output_dir', str(tmp_path / 'views'),
+                    '--device', 'cpu'])
+    with torch.no_grad():
+        frontal_view = tuned.render(None, *frontal(0.0, 0.0), lock_view_dependence=True, styles=styles)
+    grid = np.asarray(Image.open(tmp_path / 'views' / 'grid_latent.png'))
+    np.testing.assert_array_equal(grid[:, grid.shape[1] // 3:2 * grid.shape[1] // 3], to_uint8(frontal_view)[0])
     _, record = inversion.load_latent(str(out / 'latent.pt'), generator, str(tiny_ckpt))
     pitch_offset, yaw_offset = record['pose_offset']
     assert abs(pitch_offset) < 1 and abs(yaw_offset) < 1 and record['pose_offset'] != [0.0, 0.0]
@@ -195,7 +234,7 @@ def test_inversion_metric_scores_novel_views_against_the_truth(tmp_path, capsys)
     output = tmp_path / 'inversion.json'
     eval_cli.main(['--ckpt', str(REPO_ROOT / 'ckpts' / 'synthetic_heads.pt'), '--metrics', 'inversion',
                    '--inversion_num', '1', '--inversion_steps', '40', '--inversion_ceiling_steps', '3',
-                   '--inversion_estimate_pose', '--inversion_mirror', '0.5',
+                   '--inversion_estimate_pose', '--inversion_mirror', '0.5', '--inversion_finetune_steps', '5',
                    '--tmp_dir', str(tmp_path), '--output_json', str(output), '--quiet', '--device', 'cpu'])
     printed = capsys.readouterr().out
     assert 'side input (yaw +0.3), far side' in printed and 'side input, pose estimated' in printed
@@ -205,6 +244,9 @@ def test_inversion_metric_scores_novel_views_against_the_truth(tmp_path, capsys)
     # the camera search lands within a candidate spacing of the true camera, and the fit still carries over
     assert mean['side_estimated']['pose_error'] < 0.2 and mean['frontal_estimated']['pose_error'] < 0.2
     assert mean['side_estimated']['psnr'] > mean['floor_far']['psnr'] + 3
+    # five fine-tuning steps move the input view past the latent fit's
+    assert 'frontal input, fine-tuned' in printed and result['protocol']['finetune_steps'] == 5
+    assert mean['frontal_finetuned']['input_psnr'] > mean['frontal']['input_psnr']
     # the fit explains its input and carries over to views it never saw; the mean latent does neither
     assert mean['frontal']['input_psnr'] > mean['floor']['psnr'] + 10
     assert mean['frontal']['psnr'] > mean['floor']['psnr'] + 5
