@@ -154,12 +154,21 @@ def _load_npy(path):
         raise DatasetError(f"cannot read pose file {path}: {error}") from error
 
 
+# Deep3DFaceRecon's pitch is offset by 0.1 rad from GRAM's camera (hard-coded officially).
+FFHQ_PITCH_OFFSET = 0.1
+
+
+def ffhq_pose_labels(rx, ry):
+    """GRAM's camera labels (pitch, yaw) of Deep3DFaceRecon head angles rx, ry, as the official FFHQ reader
+    makes them: pitch = pi/2 - (rx - 0.1), yaw = pi/2 + ry (gram.md 6.4)."""
+    return float(math.pi / 2 - (rx - FFHQ_PITCH_OFFSET)), float(math.pi / 2 + ry)
+
+
 class FFHQ(PosedImageFolder):
     """FFHQ aligned by GRAM's preprocessing; poses are Deep3DFaceRecon `.mat` files (key 'angle')."""
 
     pose_description = "<data_dir>/poses/<name>.mat with key 'angle' = [[rx, ry, rz]] (Deep3DFaceRecon)"
-    # Deep3DFaceRecon's pitch is offset by 0.1 rad from GRAM's camera (hard-coded officially).
-    PITCH_OFFSET = 0.1
+    PITCH_OFFSET = FFHQ_PITCH_OFFSET
 
     def pose_name(self, image_name):
         # Official: every 'png' in the name replaced by 'mat'; the stem rule agrees for names like 00000.png.
@@ -179,9 +188,7 @@ class FFHQ(PosedImageFolder):
         angle = np.asarray(content['angle'], dtype=np.float64).reshape(-1)
         if angle.size < 2:
             raise DatasetError(f"pose file {path}: 'angle' has {angle.size} values, expected [[rx, ry, rz]]")
-        pitch = math.pi / 2 - (angle[0] - self.PITCH_OFFSET)
-        yaw = math.pi / 2 + angle[1]
-        return float(pitch), float(yaw)
+        return ffhq_pose_labels(angle[0], angle[1])
 
 
 class CATS(PosedImageFolder):

@@ -2,6 +2,8 @@
 
     python invert.py --image head.png --pose 0,0.3 --output_dir inverted/   # the shipped model
     python invert.py --image head.png --output_dir inverted/                # camera estimated, then refined
+    python invert.py --image photo.jpg --landmarks lm.txt --ckpt pretrained/FFHQ_default/generator.pth \
+        --config FFHQ_default --output_dir inverted/                        # a raw photo: cropped, posed
     python invert.py --image face.png --pose 0,0 --ckpt pretrained/FFHQ_default/generator.pth \
         --config FFHQ_default --steps 400 --output_dir inverted/
     python inference.py --latent inverted/latent.pt --type multiview3x7,video --outputs rgb,depth,normal
@@ -24,7 +26,7 @@ Writes to --output_dir:
 seed. With --finetune_steps N the radiance network is fitted further after the latent (surfaces frozen, depth
 and opacity at other cameras held to the model's) and saved as generator_finetuned.pt beside the latent:
     python inference.py --ckpt inverted/generator_finetuned.pt --latent inverted/latent.pt
-Not yet (issue 27): pose from landmarks, GRAM-HD checkpoints.
+Not yet (issue 27): a landmark detector (pass --landmarks), GRAM-HD checkpoints.
 """
 import argparse
 import math
@@ -32,6 +34,7 @@ import os
 import sys
 import time
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -62,6 +65,10 @@ def build_parser():
     parser.add_argument('--pose', type=pose_pair, default=None,
                         help='PITCH,YAW of the photo, radians from the frontal camera (e.g. 0,0.3); default: '
                              'estimated')
+    parser.add_argument('--landmarks', default=None,
+                        help='5 face landmarks of a raw photo (a text file, 5 lines of "x y": eyes, nose, mouth '
+                             'corners): the photo is cropped as preprocess_dataset.py --cate faces crops it '
+                             '(aligned.png) and its camera estimated from them, then refined')
     parser.add_argument('--refine_pose', action='store_true',
                         help='optimise the given --pose during the fit too (always done when it is estimated)')
     parser.add_argument('--ckpt', default=None, help='checkpoint (default: the shipped model ckpts/synthetic_heads.pt)')
@@ -96,23 +103,30 @@ def main(argv=None):
         args.img_size = args.img_size or view_jobs.DEMO_IMG_SIZE
     if not os.path.isfile(args.image):
         raise SystemExit(f"error: --image {args.image} does not exist")
+    if args.landmarks is not None and args.pose is not None:
+        raise SystemExit("error: --pose and --landmarks both give the camera; pass one of them")
     with output_folder(args.output_dir):  # a failed run leaves no empty folder behind
         generator = view_jobs.load_or_exit(args.ckpt, args.config, args.device)
         if getattr(generator, 'is_hd', False):
             raise SystemExit("error: invert.py fits GRAM checkpoints; GRAM-HD is not supported yet")
+        pose, pose_note = args.pose, 'given'
         try:
-            if args.pose is not None:
-                inversion.check_pose(generator, *args.pose)
-            target = inversion.load_target(args.image, int(generator.img_size))
+            if args.landmarks is not None:
+                aligned, pose = inversion.align_photo(args.image, args.landmarks)
+                pose_note = f"from the landmarks {pose[0]:+.3f},{pose[1]:+.3f}"
+                save_png(np.asarray(aligned), os.path.join(args.output_dir, 'aligned.png'))
+            if pose is not None:
+                inversion.check_pose(generator, *pose)
+            target = inversion.load_target(args.image, int(generator.img_size),
+                                           image=aligned if args.landmarks is not None else None)
         except inversion.InversionError as error:
             raise SystemExit(f"error: {error}")
         start = time.time()
-        pose, pose_note = args.pose, 'given'
         if pose is None:
             with tqdm(total=inversion.probe_count(generator), desc='camera search', unit='fit') as progress:
                 pose = inversion.estimate_pose(generator, target, progress=progress)
             pose_note = f"estimated {pose[0]:+.3f},{pose[1]:+.3f}"
-        refine = args.pose is None or args.refine_pose
+        refine = args.pose is None or args.refine_pose  # estimated (search or landmarks): refined
         with tqdm(total=args.steps, desc='fit', unit='step') as progress:
             styles, history, (pitch, yaw) = inversion.fit_latent(
                 generator, target, *frontal_angles(*pose), steps=args.steps, lr=args.lr, progress=progress,

@@ -40,23 +40,58 @@ class InversionError(ValueError):
     """An input the inversion cannot use, with the file / value and what was expected."""
 
 
-def load_target(path, img_size):
-    """The photo at `path` as [1, 3, S, S] in [-1, 1] at the model's size S.
-
-    The photo must already be a crop like the training images (square, the head centred as
-    preprocess_dataset.py aligns it); it is only resized. A non-square image is refused rather than squashed.
-    """
+def _read_photo(path):
     from PIL import Image
 
     from utils.images import read_rgb
 
     try:
-        image = read_rgb(path)
+        return read_rgb(path)
     except FileNotFoundError:
         raise InversionError(f"--image {path} does not exist") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
         raise InversionError(f"cannot read --image {path}: {str(error).replace(repr(str(path)), '').strip()}; "
                              "expected a PNG or JPEG photo") from None
+
+
+# preprocess_dataset.py's default face crop; the training images are read from it with a LANCZOS resize.
+FACE_CROP_SIZE = 256
+
+
+def align_photo(path, landmarks_path, size=FACE_CROP_SIZE):
+    """A raw face photo and its 5 landmarks (a Deep3DFaceRecon-style text file, 5 lines of 'x y': eyes, nose,
+    mouth corners) -> (the crop preprocess_dataset.py --cate faces makes of it, a PIL image size x size;
+    its camera as (pitch, yaw) offsets from frontal, radians, the label the FFHQ reader gives that crop)."""
+    from datasets import ffhq_pose_labels
+    from utils import alignment
+
+    image = _read_photo(path)
+    try:
+        landmarks = alignment.read_lm5p(landmarks_path)
+    except FileNotFoundError:
+        raise InversionError(f"--landmarks {landmarks_path} does not exist") from None
+    except ValueError as error:
+        raise InversionError(f"--landmarks {error}") from None
+    try:
+        aligned = alignment.align_face(image, landmarks, size)
+    except ValueError as error:
+        raise InversionError(f"--landmarks {landmarks_path}: {error}") from None
+    rx, ry, _ = alignment.face_angles_from_landmarks(landmarks, image.height)
+    pitch, yaw = ffhq_pose_labels(rx, ry)
+    return aligned, (pitch - math.pi / 2, yaw - math.pi / 2)
+
+
+def load_target(path, img_size, image=None):
+    """The photo at `path` (or the PIL `image` already read from it) as [1, 3, S, S] in [-1, 1] at the
+    model's size S.
+
+    The photo must already be a crop like the training images (square, the head centred as
+    preprocess_dataset.py aligns it, or `align_photo`'s crop); it is only resized. A non-square image is
+    refused rather than squashed.
+    """
+    from PIL import Image
+
+    image = _read_photo(path) if image is None else image
     width, height = image.size
     if width != height:
         raise InversionError(f"--image {path} is {width}x{height}; expected a square crop aligned like the training "

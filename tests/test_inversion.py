@@ -188,6 +188,39 @@ def test_invert_without_a_pose_estimates_the_camera(tiny_ckpt, tmp_path, capsys)
     assert abs(pitch_offset) < 1 and abs(yaw_offset) < 1 and record['pose_offset'] != [0.0, 0.0]
 
 
+def test_landmarks_crop_and_pose_a_raw_photo_as_preprocessing_does(tiny_ckpt, tmp_path):
+    import datasets
+    import preprocess_dataset
+    from test_preprocess import euler_rotation, make_face
+
+    raw = tmp_path / 'raw'
+    (raw / 'lm5p').mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    photo = Image.fromarray(rng.integers(0, 256, (512, 512, 3), dtype=np.uint8))
+    make_face(raw, 'me', euler_rotation(0.1, -0.25, 0.05), pose=None, image=photo)
+    assert preprocess_dataset.main(['--raw_dataset_path', str(raw), '--output_dir', str(tmp_path / 'prep'),
+                                    '--cate', 'faces', '--workers', '1']) == 0
+    aligned, (pitch_offset, yaw_offset) = inversion.align_photo(str(raw / 'me.png'), str(raw / 'lm5p' / 'me.txt'))
+    # the same crop, byte for byte, and the camera label the FFHQ reader gives it
+    np.testing.assert_array_equal(np.asarray(aligned), np.asarray(Image.open(tmp_path / 'prep' / 'me.png')))
+    reader = datasets.FFHQ.__new__(datasets.FFHQ)
+    pitch, yaw = reader.read_pose(str(tmp_path / 'prep' / 'poses' / 'me.mat'))
+    assert (pitch_offset, yaw_offset) == pytest.approx((pitch - math.pi / 2, yaw - math.pi / 2), abs=1e-12)
+    out = tmp_path / 'inv'
+    invert.main(['--image', str(raw / 'me.png'), '--landmarks', str(raw / 'lm5p' / 'me.txt'), '--ckpt',
+                 str(tiny_ckpt), '--steps', '3', '--no_mesh', '--output_dir', str(out), '--device', 'cpu'])
+    np.testing.assert_array_equal(np.asarray(Image.open(out / 'aligned.png')), np.asarray(aligned))
+    with pytest.raises(SystemExit, match='pass one of them'):
+        invert.main(['--image', str(raw / 'me.png'), '--landmarks', str(raw / 'lm5p' / 'me.txt'), '--pose', '0,0',
+                     '--ckpt', str(tiny_ckpt), '--output_dir', str(tmp_path / 'both'), '--device', 'cpu'])
+    assert not (tmp_path / 'both').exists()
+    (raw / 'four.txt').write_text('1 2\n3 4\n5 6\n7 8\n')
+    with pytest.raises(SystemExit, match='expected 5 landmarks'):
+        invert.main(['--image', str(raw / 'me.png'), '--landmarks', str(raw / 'four.txt'), '--ckpt', str(tiny_ckpt),
+                     '--output_dir', str(tmp_path / 'four'), '--device', 'cpu'])
+    assert not (tmp_path / 'four').exists()
+
+
 @pytest.mark.parametrize('case, fragment', [
     ('missing', 'does not exist'), ('not_an_image', 'cannot read --image'), ('not_square', 'expected a square'),
     ('pose_range', 'outside the model\'s camera range'), ('pose_text', 'expected PITCH,YAW'),
