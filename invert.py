@@ -1,4 +1,4 @@
-"""Put a photo into a GRAM generator and see it from other views, with depth.
+"""Put a photo into a GRAM or GRAM-HD generator and see it from other views, with depth.
 
     python invert.py --image head.png --pose 0,0.3 --output_dir inverted/   # the shipped model
     python invert.py --image head.png --output_dir inverted/                # camera estimated, then refined
@@ -26,7 +26,8 @@ Writes to --output_dir:
 seed. With --finetune_steps N the radiance network is fitted further after the latent (surfaces frozen, depth
 and opacity at other cameras held to the model's) and saved as generator_finetuned.pt beside the latent:
     python inference.py --ckpt inverted/generator_finetuned.pt --latent inverted/latent.pt
-Not yet (issue 27): a landmark detector (pass --landmarks), GRAM-HD checkpoints.
+GRAM-HD checkpoints: the FiLM parameters and the SR styles are fitted together, at the HR size (no fine-tuning).
+Not yet (issue 27): a landmark detector (pass --landmarks).
 """
 import argparse
 import math
@@ -42,7 +43,7 @@ from generators import surfaces
 from rendering import inversion, meshing, view_jobs
 from rendering.views import frontal_angles
 from utils.cli import (HelpFormatter, default_device, device, nonnegative_float, nonnegative_int, output_folder,
-                       positive_float, positive_int)
+                       positive_float, positive_int, warn_ignored)
 from utils.images import make_grid, save_png, to_uint8
 
 
@@ -107,8 +108,12 @@ def main(argv=None):
         raise SystemExit("error: --pose and --landmarks both give the camera; pass one of them")
     with output_folder(args.output_dir):  # a failed run leaves no empty folder behind
         generator = view_jobs.load_or_exit(args.ckpt, args.config, args.device)
-        if getattr(generator, 'is_hd', False):
-            raise SystemExit("error: invert.py fits GRAM checkpoints; GRAM-HD is not supported yet")
+        is_hd = getattr(generator, 'is_hd', False)
+        if is_hd and args.finetune_steps:
+            raise SystemExit("error: --finetune_steps fine-tunes GRAM's radiance network; with a GRAM-HD checkpoint "
+                             "only the latent (FiLM parameters and SR styles) is fitted: omit --finetune_steps")
+        if is_hd and args.img_size is not None and not demo:
+            warn_ignored('--img_size', args.img_size, f"GRAM-HD renders at its config's {generator.img_size}^2")
         pose, pose_note = args.pose, 'given'
         try:
             if args.landmarks is not None:
@@ -153,7 +158,7 @@ def main(argv=None):
         inversion.save_latent(latent_path, styles, checkpoint, *pose, args.image, history)
         view_args = view_jobs.build_view_parser().parse_args(
             ['--output_dir', args.output_dir, '--outputs', 'rgb,depth', '--no_watermark']
-            + (['--img_size', str(args.img_size)] if args.img_size else []))
+            + (['--img_size', str(args.img_size)] if args.img_size and not is_hd else []))
         view_jobs.run_view_type(generator, view_args, ['latent'], args.device, 'multiview3x7',
                                 latents={'latent': styles})
         if args.video:

@@ -62,7 +62,7 @@ def build_parser():
                         help='GRAM render size while the camera moves (default: a quarter of --img_size, >= 32)')
     parser.add_argument('--seed', type=seed, default=0, help='first seed shown')
     parser.add_argument('--latent', default=None,
-                        help='a latent file of invert.py, shown instead of the seeds (GRAM; psi does not apply)')
+                        help='a latent file of invert.py, shown instead of the seeds (psi does not apply)')
     parser.add_argument('--truncation', type=truncation, default=0.7, help='first psi shown, in [0, 1]')
     parser.add_argument('--output_dir', default='viewer_outputs', help='where the export buttons write')
     return parser

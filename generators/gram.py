@@ -187,6 +187,14 @@ class GramGenerator(nn.Module):
             phases = center_phases + truncation_psi * (phases - center_phases)
         return raw_frequencies, phases
 
+    def latent_parameters(self, z, truncation_psi=1.0):
+        """What a latent z [B, z_dim] sets: its FiLM parameters (raw frequencies, phases), `render`'s `styles`."""
+        return self.mapping(z, truncation_psi)
+
+    def latent_center(self, device):
+        """The truncation centre of `latent_parameters`: where an inversion starts."""
+        return tuple(self.truncation_center(device))
+
     @torch.no_grad()
     def truncation_center(self, device):
         """Mean FiLM parameters over 10k latents from a fixed seed (reproducible, unlike the official code)."""

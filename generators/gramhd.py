@@ -326,11 +326,21 @@ class GramHDGenerator(GramGenerator):
             raise ValueError(f"img_size {img_size} is not a multiple of the SR scale factor {self.scale_factor}")
         return img_size // self.scale_factor
 
-    def manifold_textures(self, z, truncation_psi=1.0, img_size=None):
+    def latent_parameters(self, z, truncation_psi=1.0):
+        """What a latent z [B, z_dim] sets: (raw frequencies, phases, SR styles), the `styles` of `render`."""
+        return self.mapping(z, truncation_psi) + (self.styles(z, truncation_psi),)
+
+    def latent_center(self, device):
+        """The truncation centre of `latent_parameters`: where an inversion starts."""
+        return tuple(self.truncation_center(device)) + (self.style_truncation_center(device),)
+
+    def manifold_textures(self, z, truncation_psi=1.0, img_size=None, styles=None):
         """Camera-independent textures of latents z [B, z_dim] (view dependence locked), for
-        `render_from_textures`: compute once per latent, render any number of views."""
-        raw_frequencies, phases = self.mapping(z, truncation_psi)
-        return self._textures(raw_frequencies, phases, self.styles(z, truncation_psi), self._lr_size(img_size))
+        `render_from_textures`: compute once per latent, render any number of views. `styles`: the
+        `latent_parameters` themselves in place of z (an inverted photo)."""
+        raw_frequencies, phases, sr_styles = styles if styles is not None else self.latent_parameters(z,
+                                                                                                      truncation_psi)
+        return self._textures(raw_frequencies, phases, sr_styles, self._lr_size(img_size))
 
     # ------------------------------------------------------------------------------------------------
     # Rendering
@@ -467,18 +477,20 @@ class GramHDGenerator(GramGenerator):
         return origins.to(device), bool((origins == origins[:1]).all())
 
     def render(self, z, pitch, yaw, img_size=None, truncation_psi=1.0, lock_view_dependence=False,
-               return_depth=False, return_lr=False, return_maps=False, return_lr_depth=False):
+               return_depth=False, return_lr=False, return_maps=False, return_lr_depth=False, styles=None):
         """Render latents z [B, z_dim] from cameras at (pitch [B], yaw [B]) radians (official pose labels).
 
         img_size: HR size (default: the config's); the LR size is img_size / scale factor. Without
-        `lock_view_dependence` the textures are coloured with view directions from camera 0. Returns as
-        `render_from_textures`.
+        `lock_view_dependence` the textures are coloured with view directions from camera 0. `styles`:
+        (raw frequencies, phases, SR styles) [B, ...] in place of z's `latent_parameters` (an inverted
+        photo; z and truncation_psi are then unused and z may be None). Returns as `render_from_textures`.
         """
         lr_size = self._lr_size(img_size)
-        origins, _ = self._camera_origins(pitch, yaw, z.shape[0], z.device)
-        raw_frequencies, phases = self.mapping(z, truncation_psi)
+        raw_frequencies, phases, sr_styles = styles if styles is not None else self.latent_parameters(z,
+                                                                                                      truncation_psi)
+        origins, _ = self._camera_origins(pitch, yaw, raw_frequencies.shape[0], raw_frequencies.device)
         view_origin = None if lock_view_dependence else origins[0]
-        textures = self._textures(raw_frequencies, phases, self.styles(z, truncation_psi), lr_size, view_origin)
+        textures = self._textures(raw_frequencies, phases, sr_styles, lr_size, view_origin)
         return self.render_from_textures(textures, pitch, yaw, return_lr=return_lr, return_depth=return_depth,
                                          return_maps=return_maps, return_lr_depth=return_lr_depth)
 

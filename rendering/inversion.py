@@ -117,9 +117,11 @@ def check_pose(generator, pitch_offset, yaw_offset):
 
 def fit_latent(generator, target, pitch, yaw, steps=DEFAULT_STEPS, lr=DEFAULT_LR, mean_pull=DEFAULT_MEAN_PULL,
                noise=DEFAULT_NOISE, progress=None, seed=0, mirror_weight=0.0, pose_lr=0.0):
-    """FiLM parameters (raw frequencies, phases) [1, D] each that render `target` [V, 3, S, S] from the
+    """Latent parameters that render `target` [V, 3, S, S] from the
     V cameras (pitch [V], yaw [V]) (official pose labels, radians; V = 1 for a photo, more for the
-    ceiling of the inversion metric: one latent fitted to all its true views). Adam on offsets from the mean parameters;
+    ceiling of the inversion metric: one latent fitted to all its true views): GRAM's FiLM parameters (raw
+    frequencies, phases) [1, D] each, and for GRAM-HD also the SR styles [1, D_sr] (`latent_parameters`;
+    S is then the HR size). Adam on offsets from the mean parameters;
     loss = mean squared error + mean_pull * mean squared offset; Gaussian noise of std `noise` x the
     parameters' spread is added to the rendered parameters and decays linearly to 0 at 3/4 of the steps.
     `mirror_weight` > 0 adds each view's mirror view to the fit with that weight: the image flipped left-right,
@@ -147,13 +149,12 @@ def fit_latent(generator, target, pitch, yaw, steps=DEFAULT_STEPS, lr=DEFAULT_LR
         target = torch.cat([target, torch.flip(target, dims=[-1])])
         view_weights = torch.cat([view_weights, torch.full((num_given,), float(mirror_weight), device=device)])
     size = target.shape[-1]
-    mean_frequencies, mean_phases = (tensor.detach().clone() for tensor in generator.truncation_center(device))
+    means = [tensor.detach().clone() for tensor in generator.latent_center(device)]
     with torch.no_grad():  # the spread of each parameter over latents scales the noise
         rng = torch.Generator().manual_seed(seed)
-        sample = generator.mapping(torch.randn(256, generator.z_dim, generator=rng).to(device))
+        sample = generator.latent_parameters(torch.randn(256, generator.z_dim, generator=rng).to(device))
         spreads = [values.std(dim=0, keepdim=True) for values in sample]
-    offsets = [torch.zeros_like(mean_frequencies, requires_grad=True),
-               torch.zeros_like(mean_phases, requires_grad=True)]
+    offsets = [torch.zeros_like(mean, requires_grad=True) for mean in means]
     groups = [{'params': offsets, 'lr': lr}]
     if pose_lr > 0:
         groups.append({'params': [pose_offsets], 'lr': pose_lr})
@@ -171,7 +172,7 @@ def fit_latent(generator, target, pitch, yaw, steps=DEFAULT_STEPS, lr=DEFAULT_LR
             if pose_lr > 0:
                 optimizer.param_groups[1]['lr'] = pose_lr * (1 - step / steps)
             styles = []
-            for mean, offset, spread in zip((mean_frequencies, mean_phases), offsets, spreads):
+            for mean, offset, spread in zip(means, offsets, spreads):
                 jitter = torch.randn(mean.shape, generator=noise_rng, device=device) * spread * scale
                 styles.append(mean + offset + jitter)
             views = target.shape[0]
@@ -192,7 +193,7 @@ def fit_latent(generator, target, pitch, yaw, steps=DEFAULT_STEPS, lr=DEFAULT_LR
         for param, was_trainable in zip(generator.parameters(), trainable):
             param.requires_grad_(was_trainable)
         generator.train(was_training)
-    styles = tuple((mean + offset).detach() for mean, offset in zip((mean_frequencies, mean_phases), offsets))
+    styles = tuple((mean + offset).detach() for mean, offset in zip(means, offsets))
     final_pose = ((given_pitch + pose_offsets[0]).detach(), (given_yaw + pose_offsets[1]).detach())
     return styles, history, final_pose
 
@@ -315,12 +316,13 @@ def checkpoint_fingerprint(path):
 
 
 def save_latent(path, styles, ckpt, pitch_offset, yaw_offset, source_image, history):
-    """Write a latent file: the FiLM parameters, the fitted camera (offsets from frontal, radians), the image
+    """Write a latent file: the FiLM parameters (and GRAM-HD's SR styles), the fitted camera (offsets from frontal, radians), the image
     it was fitted to and the checkpoint (path + fingerprint) it belongs to."""
     from utils.checkpoints import atomic_save
 
+    extra = {'sr_styles': styles[2].cpu()} if len(styles) > 2 else {}
     atomic_save({'format': LATENT_FORMAT, 'format_version': LATENT_VERSION,
-                 'raw_frequencies': styles[0].cpu(), 'phases': styles[1].cpu(),
+                 'raw_frequencies': styles[0].cpu(), 'phases': styles[1].cpu(), **extra,
                  'pose_offset': [float(pitch_offset), float(yaw_offset)], 'image': os.path.abspath(source_image),
                  'checkpoint': os.path.abspath(ckpt), 'checkpoint_sha256': checkpoint_fingerprint(ckpt),
                  'final_loss': history[-1] if history else None}, path)
@@ -338,7 +340,7 @@ def save_finetuned(path, generator, source_ckpt):
 
 
 def load_latent(path, generator, ckpt=None):
-    """(raw frequencies, phases) [1, D] of a latent file on the generator's device; InversionError naming the
+    """The latent parameters of a latent file (`fit_latent`'s) on the generator's device; InversionError naming the
     file when it is not a latent file or does not fit the generator (its width, or another checkpoint)."""
     from utils.checkpoints import CheckpointError, load_file
 
@@ -354,6 +356,17 @@ def load_latent(path, generator, ckpt=None):
     if styles[0].shape[-1] != expected:
         raise InversionError(f"--latent {path} holds {styles[0].shape[-1]} FiLM parameters per kind but the "
                              f"generator has {expected}: it was fitted with another model ({record.get('checkpoint')})")
+    is_hd = getattr(generator, 'is_hd', False)
+    if is_hd != ('sr_styles' in record):
+        fitted, given = ('GRAM-HD', 'GRAM') if 'sr_styles' in record else ('GRAM', 'GRAM-HD')
+        raise InversionError(f"--latent {path} was fitted with a {fitted} model ({record.get('checkpoint')}), but "
+                             f"this checkpoint is {given}: invert the photo with this checkpoint")
+    if is_hd:
+        styles += (record['sr_styles'].to(device),)
+        expected = generator.latent_center(device)[2].shape[-1]
+        if styles[2].shape[-1] != expected:
+            raise InversionError(f"--latent {path} holds {styles[2].shape[-1]} SR styles but the generator has "
+                                 f"{expected}: it was fitted with another model ({record.get('checkpoint')})")
     if ckpt is not None and os.path.isfile(ckpt) and record.get('checkpoint_sha256') != checkpoint_fingerprint(ckpt):
         import sys
         print(f"warning: --latent {path} was fitted with {record.get('checkpoint')}, not {ckpt}; rendering it "
@@ -362,10 +375,8 @@ def load_latent(path, generator, ckpt=None):
 
 
 def latent_or_exit(generator, path, ckpt, view_types=()):
-    """([name], {name: FiLM parameters}) of a --latent file for a script, or one line saying why it cannot be
-    rendered (GRAM-HD, a view type that needs seeds, an unusable file). name: the file name's stem."""
-    if getattr(generator, 'is_hd', False):
-        raise SystemExit("error: --latent holds GRAM FiLM parameters; GRAM-HD checkpoints are not supported yet")
+    """([name], {name: latent parameters}) of a --latent file for a script, or one line saying why it cannot be
+    rendered (a view type that needs seeds, an unusable file). name: the file name's stem."""
     unusable = [name for name in view_types if name in ('rand', 'interpolation')]
     if unusable:
         raise SystemExit(f"error: --latent renders one latent from fixed views; --type {unusable[0]} needs seeds")

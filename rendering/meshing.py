@@ -88,7 +88,7 @@ def extract_seed(generator, seed, args, half_extent, progress, manifolds=None, s
     returns (a one-line summary, whether the alpha mesh was written)."""
     device = next(generator.parameters()).device
     if styles is not None:
-        field = surfaces.LatentField(generator, styles[0].to(device), styles[1].to(device), args.chunk)
+        field = surfaces.LatentField(generator, styles[0].to(device), styles[1].to(device), args.chunk)  # FiLM
     else:
         z = latent_for_seed(seed, generator.z_dim).to(device)
         field = surfaces.LatentField.from_latent(generator, z, args.truncation, args.chunk)

@@ -26,8 +26,8 @@ from utils.seeds import latent_for_seed, parse_seeds
 
 def render_batch(generator, z, pitch, yaw, args_img_size, truncation, lock, render_options=None,
                  with_depth=False, styles=None):
-    """Render one camera per row of z (or of `styles`, GRAM's FiLM parameters of inverted photos: see
-    GramGenerator.render); returns (images, lr_images or None) as uint8 [B, H, W, 3].
+    """Render one camera per row of z (or of `styles`, the latent parameters of inverted photos: see
+    `render` of GramGenerator / GramHDGenerator); returns (images, lr_images or None) as uint8 [B, H, W, 3].
     `render_options`: GRAM's inexact options (`GramGenerator.render` keywords). With `with_depth`, also
     (depth, lr_depth or None): float depth maps [B, 1, H, W] on the CPU (distance along each ray)."""
     with torch.no_grad():
@@ -35,10 +35,10 @@ def render_batch(generator, z, pitch, yaw, args_img_size, truncation, lock, rend
             if with_depth:
                 images, lr_images, depth, lr_depth = generator.render(
                     z, pitch, yaw, truncation_psi=truncation, lock_view_dependence=lock, return_lr=True,
-                    return_depth=True, return_lr_depth=True)
+                    return_depth=True, return_lr_depth=True, styles=styles)
                 return to_uint8(images), to_uint8(lr_images), depth.cpu(), lr_depth.cpu()
             images, lr_images = generator.render(z, pitch, yaw, truncation_psi=truncation,
-                                                 lock_view_dependence=lock, return_lr=True)
+                                                 lock_view_dependence=lock, return_lr=True, styles=styles)
             return to_uint8(images), to_uint8(lr_images)
         options = dict(render_options or {}, **({'styles': styles} if styles is not None else {}))
         if with_depth:
@@ -72,7 +72,7 @@ def render_view_set(generator, seeds, views, device, img_size=None, truncation=0
     views: list of (pitch [1] float64, yaw [1] float64); render_options as `render_batch`. Returns
     {seed: (frames, lr_frames or None)} with frames a list of uint8 HWC arrays in view order; with
     `with_depth`, {seed: (frames, lr_frames, depths, lr_depths or None)}, depths a list of [1, H, W] tensors.
-    `latents`: {name: GRAM FiLM parameters (raw frequencies, phases) [1, D]} (inverted photos, GRAM only);
+    `latents`: {name: latent parameters (`fit_latent`'s: FiLM parameters, and SR styles for GRAM-HD)};
     `seeds` are then those names.
     """
     results = {}
@@ -80,7 +80,8 @@ def render_view_set(generator, seeds, views, device, img_size=None, truncation=0
         batch_seeds = seeds[first:first + batch_size]
         styles = None
         if latents is not None:
-            styles = tuple(torch.cat([latents[name][kind] for name in batch_seeds]).to(device) for kind in (0, 1))
+            styles = tuple(torch.cat([latents[name][kind] for name in batch_seeds]).to(device)
+                           for kind in range(len(latents[batch_seeds[0]])))
             z = styles[0]
         else:
             z = torch.cat([latent_for_seed(seed, generator.z_dim) for seed in batch_seeds]).to(device)
@@ -91,7 +92,7 @@ def render_view_set(generator, seeds, views, device, img_size=None, truncation=0
         textures = None
         if getattr(generator, 'is_hd', False) and lock:
             with torch.no_grad():
-                textures = generator.manifold_textures(z, truncation_psi=truncation)
+                textures = generator.manifold_textures(z, truncation_psi=truncation, styles=styles)
         for pitch, yaw in views:
             pitch_batch = pitch.expand(len(batch_seeds))
             yaw_batch = yaw.expand(len(batch_seeds))
@@ -376,7 +377,7 @@ def build_view_parser(description=None):
                              f"(shipped model: {DEMO_TYPES})")
     parser.add_argument('--truncation', type=truncation, default=0.7, help='psi in [0, 1]; 1.0 disables truncation')
     parser.add_argument('--latent', default=None,
-                        help='a latent file of invert.py, rendered in place of the seeds (GRAM; psi does not apply): '
+                        help='a latent file of invert.py, rendered in place of the seeds (psi does not apply): '
                              'grid_<file name>.png etc.')
     parser.add_argument('--img_size', type=positive_int, default=None,
                         help=f'render size (GRAM); default: the config (shipped model: {DEMO_IMG_SIZE})')

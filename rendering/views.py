@@ -170,9 +170,7 @@ class ViewRenderer:
         self.generator = generator
         self.device = device
         self.is_hd = bool(getattr(generator, 'is_hd', False))
-        if styles is not None and self.is_hd:
-            raise ValueError("an inverted latent holds GRAM FiLM parameters; GRAM-HD is not supported yet")
-        # an inverted photo's FiLM parameters (invert.py): shown instead of any seed, psi does not apply
+        # an inverted photo's latent parameters (invert.py): shown instead of any seed, psi does not apply
         self.styles = None if styles is None else tuple(tensor.to(device) for tensor in styles)
         self._textures_key = None
         self._textures = None
@@ -183,14 +181,15 @@ class ViewRenderer:
     def field(self, seed, truncation):
         """The radiance field of a seed at psi `truncation` (or of the inverted latent)."""
         if self.styles is not None:
-            return surfaces.LatentField(self.generator, *self.styles)
+            return surfaces.LatentField(self.generator, *self.styles[:2])  # the FiLM parameters
         return surfaces.LatentField.from_latent(self.generator, self.latent(seed), truncation)
 
     def textures(self, seed, truncation):
         """GRAM-HD textures of a latent (computed once per seed and psi: the expensive super-resolution)."""
         if self._textures_key != (seed, truncation):
             with torch.no_grad():
-                self._textures = self.generator.manifold_textures(self.latent(seed), truncation_psi=truncation)
+                z = None if self.styles is not None else self.latent(seed)
+                self._textures = self.generator.manifold_textures(z, truncation_psi=truncation, styles=self.styles)
             self._textures_key = (seed, truncation)
         return self._textures
 

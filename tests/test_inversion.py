@@ -221,6 +221,44 @@ def test_landmarks_crop_and_pose_a_raw_photo_as_preprocessing_does(tiny_ckpt, tm
     assert not (tmp_path / 'four').exists()
 
 
+def test_gramhd_inversion_fits_film_and_sr_styles_and_renders_in_inference(tmp_path, capsys):
+    from conftest import untrained_checkpoint
+    from generators import load_generator
+
+    ckpt = str(untrained_checkpoint('TINY_GRAMHD', tmp_path / 'tiny_hd.pt'))
+    generator = load_generator(ckpt)
+    with torch.no_grad():  # the untrained background SR's last conv is zero: make the SR styles matter
+        for parameter in generator.super_resolution_bg.conv_last.parameters():
+            parameter.normal_(0, 0.05)
+    pitch, yaw = frontal(0.0, 0.15)
+    z = latent_for_seed(6, generator.z_dim)
+    with torch.no_grad():
+        target = generator.render(z, pitch, yaw, lock_view_dependence=True)
+        by_parameters = generator.render(None, pitch, yaw, lock_view_dependence=True,
+                                         styles=generator.latent_parameters(z))
+    torch.testing.assert_close(by_parameters, target, rtol=0, atol=0)
+    styles, history, _ = inversion.fit_latent(generator, target, pitch, yaw, steps=40, lr=0.05)
+    assert len(styles) == 3 and styles[2].shape == generator.latent_center('cpu')[2].shape
+    assert inversion.psnr_from_mse(history[-1]) > inversion.psnr_from_mse(history[0]) + 3
+    # the CLI: the latent file carries the SR styles and inference.py renders HR and LR grids from it
+    photo = write_png(tmp_path / 'photo.png', to_uint8(target)[0])
+    out = tmp_path / 'inv'
+    invert.main(['--image', str(photo), '--pose', '0,0.15', '--ckpt', ckpt, '--steps', '5', '--no_mesh',
+                 '--output_dir', str(out), '--device', 'cpu'])
+    loaded, _ = inversion.load_latent(str(out / 'latent.pt'), load_generator(ckpt), ckpt)
+    assert len(loaded) == 3
+    inference.main(['--ckpt', ckpt, '--latent', str(out / 'latent.pt'), '--type', 'multiview1x3',
+                    '--output_dir', str(tmp_path / 'views'), '--device', 'cpu'])
+    assert (tmp_path / 'views' / 'grid_latent.png').is_file() and (tmp_path / 'views' / 'grid_latent_lr.png').is_file()
+    # a GRAM latent does not go into a GRAM-HD model (nor the other way)
+    gram_latent = tmp_path / 'gram.pt'
+    inversion.save_latent(str(gram_latent), styles[:2], ckpt, 0, 0, 'x.png', [1.0])
+    with pytest.raises(SystemExit, match='fitted with a GRAM model'):
+        inference.main(['--ckpt', ckpt, '--latent', str(gram_latent), '--output_dir', str(tmp_path / 'no'),
+                        '--device', 'cpu'])
+    assert not (tmp_path / 'no').exists()
+
+
 @pytest.mark.parametrize('case, fragment', [
     ('missing', 'does not exist'), ('not_an_image', 'cannot read --image'), ('not_square', 'expected a square'),
     ('pose_range', 'outside the model\'s camera range'), ('pose_text', 'expected PITCH,YAW'),
