@@ -1,11 +1,14 @@
-"""Putting a photo into a GRAM generator: fit the FiLM parameters that render it from a given camera.
+"""Putting a photo into a GRAM or GRAM-HD generator: fit the latent parameters that render it from a camera.
 
 GRAM maps z through its mapping network to one (frequency, phase) pair per FiLM layer and channel; each
 layer has its own slice, so that vector acts like StyleGAN's W+ and is what gets optimised here (as pi-GAN's
-inverse_render.py and NeRFInvertor do; README "Inversion"). The fit starts at the mean FiLM parameters of
-the mapping network (GRAM's truncation centre), is pulled back towards them, and is perturbed by noise
-that decays to zero, which keeps it from settling into a latent that only explains the one view. GRAM's
-manifolds do not depend on the latent: the fit changes colour and opacity on fixed surfaces only.
+inverse_render.py and NeRFInvertor do; README "Putting a photo into the model"); GRAM-HD adds the SR styles.
+The fit starts at the mean parameters of the mapping networks (the truncation centre), is pulled back
+towards them, and is perturbed by noise that decays to zero, which keeps it from settling into a latent that
+only explains the one view; a mirrored view can stand for the far side. GRAM's manifolds do not depend on
+the latent: the fit changes colour and opacity on fixed surfaces only. The camera is given, estimated from 5
+face landmarks (`align_photo`), or searched for (`estimate_pose`), and can be refined with the latent.
+`finetune_radiance` goes past what the latent can express by fitting GRAM's radiance network itself.
 
 A latent file (`save_latent` / `load_latent`) holds the fitted parameters, the camera they were fitted from
 and the checkpoint they belong to; `inference.py --latent` renders it in place of a seed.
@@ -124,11 +127,12 @@ def fit_latent(generator, target, pitch, yaw, steps=DEFAULT_STEPS, lr=DEFAULT_LR
     S is then the HR size). Adam on offsets from the mean parameters;
     loss = mean squared error + mean_pull * mean squared offset; Gaussian noise of std `noise` x the
     parameters' spread is added to the rendered parameters and decays linearly to 0 at 3/4 of the steps.
-    `mirror_weight` > 0 adds each view's mirror view to the fit with that weight: the image flipped left-right,
-    seen from the camera mirrored in the world's plane x = 0 (yaw -> pi - yaw). For a left-right
-    symmetric subject (faces; the procedural heads' shapes) it is a view of the far side: a symmetry prior. `pose_lr` > 0 optimises the cameras too (a pitch and
-    a yaw offset per view, Adam at that learning rate in radians, decaying linearly to 0; the images depend
-    smoothly on the camera through the ray-manifold intersections).
+    `mirror_weight` > 0 adds each view's mirror view to the fit with that weight: the image flipped
+    left-right, seen from the camera mirrored in the world's plane x = 0 (yaw -> pi - yaw). For a left-right
+    symmetric subject (faces; the procedural heads' shapes) it is a view of the far side: a symmetry prior.
+    `pose_lr` > 0 optimises the cameras too (a pitch and a yaw offset per view, Adam at that learning rate in
+    radians, decaying linearly to 0; the images depend smoothly on the camera through the ray-manifold
+    intersections).
     Returns (styles, history, (pitch [V], yaw [V]) float64 of the final cameras) with history the squared
     error of the given views per step."""
     device = next(generator.parameters()).device
