@@ -97,8 +97,9 @@ def main(argv=None):
     results = []
     for name in names:
         if args.ckpt:
-            generator = load_generator(args.ckpt, config=name)
-            name = os.path.basename(args.ckpt)  # our checkpoints carry their own config; --sizes is not theirs
+            # --sizes names the config of an official checkpoint; ours carry their own config, which wins
+            generator = load_generator(args.ckpt, default_config=name)
+            name = os.path.basename(args.ckpt)
         else:
             torch.manual_seed(0)
             generator = build_generator(name).eval()
