@@ -41,7 +41,7 @@ from tqdm import tqdm
 
 from generators import surfaces
 from rendering import inversion, meshing, view_jobs
-from rendering.views import frontal_angles
+from rendering.views import frontal_angles, frontal_offsets
 from utils.cli import (HelpFormatter, default_device, device, nonnegative_float, nonnegative_int, output_folder,
                        positive_float, positive_int, warn_ignored)
 from utils.images import make_grid, save_png, to_uint8
@@ -138,7 +138,7 @@ def main(argv=None):
                 mirror_weight=args.mirror_weight, pose_lr=inversion.DEFAULT_POSE_LR if refine else 0.0)
         seconds = time.time() - start
         if refine:
-            pose = (float(pitch[0]) - math.pi / 2, float(yaw[0]) - math.pi / 2)  # offsets, as frontal_angles
+            pose = frontal_offsets(pitch[0], yaw[0])
             pose_note += f", refined to {pose[0]:+.3f},{pose[1]:+.3f}"
         checkpoint, finetune_note = args.ckpt, ''
         if args.finetune_steps:
@@ -169,7 +169,7 @@ def main(argv=None):
             mesh_args = meshing.check_args(meshing.build_mesh_parser().parse_args(
                 ['--output_dir', args.output_dir, '--resolution', str(args.mesh_resolution)]))
             mesh_note, _ = meshing.extract_seed(generator, 'latent', mesh_args,
-                                                     surfaces.default_half_extent(generator), None, styles=styles)
+                                                surfaces.default_half_extent(generator), None, styles=styles)
     print(f"camera (pitch,yaw offsets, rad): {pose_note}")
     print(f"fit in {seconds:.1f} s ({args.steps} steps, {seconds / args.steps * 1000:.0f} ms/step): input-view PSNR "
           f"{inversion.psnr_from_mse(history[-1]):.2f} dB (from {inversion.psnr_from_mse(history[0]):.2f} dB at the "

@@ -27,6 +27,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from utils.atomic import atomic_open
+from utils.checkpoints import file_sha256
 from utils.images import read_rgb
 
 REAL_EXTENSIONS = ('.png', '.jpg', '.jpeg')
@@ -94,23 +95,6 @@ def files_fingerprint(files, root):
         stat = os.stat(path)
         digest.update(f"{os.path.relpath(path, root)}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()
-
-
-# sha256 of files already hashed in this process, by (path, size, mtime): the ~95 MB Inception file is
-# otherwise re-read by every evaluation of a session.
-_SHA256 = {}
-
-
-def file_sha256(path, chunk=1 << 22):
-    stat = os.stat(path)
-    key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
-    if key not in _SHA256:
-        digest = hashlib.sha256()
-        with open(path, 'rb') as stream:
-            for block in iter(lambda: stream.read(chunk), b''):
-                digest.update(block)
-        _SHA256[key] = digest.hexdigest()
-    return _SHA256[key]
 
 
 def select_files(files, requested, role, flag, folder):

@@ -27,7 +27,7 @@ import torch
 
 import synthetic_data
 from rendering import inversion
-from rendering.views import frontal_angles, view_offsets
+from rendering.views import frontal_angles, frontal_offsets, view_offsets
 
 from . import geometry
 
@@ -84,7 +84,7 @@ def evaluate_inversion(generator, num=DEFAULT_NUM, truth_seed=101, size=None, st
     size = int(size or generator.img_size)
     _, _, grid = view_offsets('multiview3x7')[:3]
     heads, _, _ = synthetic_data.heads_for_indices(truth_seed, range(num))
-    mean_styles = tuple(s.detach() for s in generator.truncation_center(next(generator.parameters()).device))
+    mean_styles = generator.latent_center(next(generator.parameters()).device)
     ceiling_steps = ceiling_steps or steps
     rows = []
     for index in range(num):
@@ -129,7 +129,7 @@ def evaluate_inversion(generator, num=DEFAULT_NUM, truth_seed=101, size=None, st
                     pose_lr=inversion.DEFAULT_POSE_LR)
                 seconds = time.time() - start
                 images, depth = render_styles(generator, styles, grid, size)
-                found = (float(pitch[0]) - math.pi / 2, float(yaw[0]) - math.pi / 2)  # as frontal_angles
+                found = frontal_offsets(pitch[0], yaw[0])
                 row[name + '_estimated'] = dict(
                     scores(images, depth, true_images, true_depth, true_plane, keep),
                     input_psnr=inversion.psnr_from_mse(history[-1]), seconds=seconds,

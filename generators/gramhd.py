@@ -362,10 +362,11 @@ class GramHDGenerator(GramGenerator):
                                               return_hits=True)
         return self._to_image(color, lr_size), depth.reshape(-1, lr_size, lr_size, 1).permute(0, 3, 1, 2), hits
 
-    def hr_composite(self, textures, hits, origins, rows_per_chunk=None):
-        """HR colour [B, H*H, 3] and depth [B, H*H, 1] from LR intersections and HR textures, for cameras at
-        origins [B, 3]: surfaces are sorted by their distance from camera 0 (official quirk), depth is the
-        distance from each view's own camera.
+    def hr_composite(self, textures, hits, origins, shared_camera=False, with_depth=True, rows_per_chunk=None):
+        """HR colour [B, H*H, 3] and depth [B, H*H, 1] (None without `with_depth`) from LR intersections and HR
+        textures, for cameras at origins [B, 3]: surfaces are sorted by their distance from camera 0 (official
+        quirk), depth is the distance from each view's own camera (`shared_camera`: all views at camera 0, whose
+        distances then are the depth already).
 
         HR points = bilinear (align_corners=True, i.e. corner-aligned like the camera's pixel centres)
         up-sampling of the LR points; HR validity = up-sampled validity > 0.99. Textures are looked up with
@@ -417,16 +418,17 @@ class GramHDGenerator(GramGenerator):
             distances, order = torch.sort(distances, dim=-2)
             rgb = torch.gather(rgb, -2, order.expand(-1, -1, -1, 3))
             alpha = torch.gather(alpha, -2, order)
-            color, _, weights = composite_alpha(rgb, alpha, distances)
-            # Sorted from camera 0 (official), but each view's depth is measured from its own camera.
-            own_offset = points[:, :, :, rows].reshape(batch, num_surfaces, 3, height * size)
-            own_offset = own_offset - origins.reshape(-1, 1, 3, 1)
-            own_distances = torch.sqrt(own_offset[:, :, 0:1] ** 2 + own_offset[:, :, 1:2] ** 2
-                                       + own_offset[:, :, 2:3] ** 2).permute(0, 3, 1, 2)
-            depth = weighted_depth(weights, torch.gather(own_distances, -2, order))
+            color, depth, weights = composite_alpha(rgb, alpha, distances)
+            if with_depth and not shared_camera:
+                # Sorted from camera 0 (official), but each view's depth is measured from its own camera.
+                own_offset = points[:, :, :, rows].reshape(batch, num_surfaces, 3, height * size)
+                own_offset = own_offset - origins.reshape(-1, 1, 3, 1)
+                own_distances = torch.sqrt(own_offset[:, :, 0:1] ** 2 + own_offset[:, :, 1:2] ** 2
+                                           + own_offset[:, :, 2:3] ** 2).permute(0, 3, 1, 2)
+                depth = weighted_depth(weights, torch.gather(own_distances, -2, order))
             colors.append(color)
             depths.append(depth)
-        return torch.cat(colors, dim=1), torch.cat(depths, dim=1)
+        return torch.cat(colors, dim=1), torch.cat(depths, dim=1) if with_depth else None
 
     @staticmethod
     def _output_maps(manifolds, background):
@@ -450,7 +452,7 @@ class GramHDGenerator(GramGenerator):
                              "use render() or locked textures from manifold_textures()")
         lr_image, lr_depth, hits = self.lr_render(textures, origins, with_radiance=return_lr or return_lr_depth,
                                                   shared_camera=shared_camera)
-        color, depth = self.hr_composite(textures, hits, origins)
+        color, depth = self.hr_composite(textures, hits, origins, shared_camera, with_depth=return_depth)
         size = textures.img_size
         outputs = [self._to_image(color, size)]
         if return_lr:
@@ -510,7 +512,7 @@ class GramHDGenerator(GramGenerator):
                                   view_origin=origins[0])
         with torch.no_grad():
             lr_image, _, hits = self.lr_render(textures, origins)
-        color, _ = self.hr_composite(textures, hits, origins)
+        color, _ = self.hr_composite(textures, hits, origins, with_depth=False)
         outputs = (self._to_image(color, textures.img_size), lr_image,
                    self._output_maps(textures.hr_maps, textures.hr_background),
                    self._output_maps(textures.lr_maps, textures.lr_background).detach())

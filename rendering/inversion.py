@@ -13,7 +13,6 @@ face landmarks (`align_photo`), or searched for (`estimate_pose`), and can be re
 A latent file (`save_latent` / `load_latent`) holds the fitted parameters, the camera they were fitted from
 and the checkpoint they belong to; `inference.py --latent` renders it in place of a seed.
 """
-import hashlib
 import math
 import os
 
@@ -220,10 +219,7 @@ def estimate_pose(generator, target, probe_steps=PROBE_STEPS, progress=None):
     explains the photo. Yaw first, on candidates 0.2 rad apart across the prior (+-2 std, at most +-0.8) at
     pitch 0; then pitch -0.15, 0, +0.15 at the best yaw; each refined to the vertex of the parabola through
     the best candidate and its neighbours. `fit_latent(pose_lr=...)` refines the result further."""
-    yaw_reach = min(0.8, 2 * float(generator.prior['h_stddev']))
-    steps_each = max(1, int(round(yaw_reach / 0.2)))
-    yaw_values = torch.linspace(-steps_each * 0.2, steps_each * 0.2, 2 * steps_each + 1, dtype=torch.float64)
-    pitch_values = torch.tensor([-0.15, 0.0, 0.15], dtype=torch.float64)
+    yaw_values, pitch_values = _pose_candidates(generator)
 
     def probe_error(pitch_offset, yaw_offset):
         _, history, _ = fit_latent(generator, target, *frontal_angles(pitch_offset, yaw_offset), steps=probe_steps,
@@ -241,9 +237,17 @@ def estimate_pose(generator, target, probe_steps=PROBE_STEPS, progress=None):
     return pitch_offset, yaw_offset
 
 
+def _pose_candidates(generator):
+    """(yaw offsets, pitch offsets) float64 that `estimate_pose` probes: yaws 0.2 rad apart across +-2 std of
+    the prior (at most +-0.8), pitches -0.15, 0, +0.15."""
+    steps_each = max(1, int(round(min(0.8, 2 * float(generator.prior['h_stddev'])) / 0.2)))
+    yaw_values = torch.linspace(-steps_each * 0.2, steps_each * 0.2, 2 * steps_each + 1, dtype=torch.float64)
+    return yaw_values, torch.tensor([-0.15, 0.0, 0.15], dtype=torch.float64)
+
+
 def probe_count(generator):
     """How many probe fits `estimate_pose` runs for this generator's prior (for a progress bar)."""
-    return 2 * max(1, int(round(min(0.8, 2 * float(generator.prior['h_stddev'])) / 0.2))) + 1 + 3
+    return sum(len(values) for values in _pose_candidates(generator))
 
 
 def finetune_radiance(generator, styles, target, pitch, yaw, steps, lr=DEFAULT_FINETUNE_LR,
@@ -311,12 +315,10 @@ def psnr_from_mse(mse):
 
 
 def checkpoint_fingerprint(path):
-    """sha256 of a checkpoint file's bytes (first 16 hex digits): a latent belongs to one generator."""
-    digest = hashlib.sha256()
-    with open(path, 'rb') as stream:
-        for block in iter(lambda: stream.read(1 << 20), b''):
-            digest.update(block)
-    return digest.hexdigest()[:16]
+    """The first 16 hex digits of a checkpoint file's sha256: a latent belongs to one generator."""
+    from utils.checkpoints import file_sha256
+
+    return file_sha256(path)[:16]
 
 
 def save_latent(path, styles, ckpt, pitch_offset, yaw_offset, source_image, history):

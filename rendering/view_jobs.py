@@ -40,13 +40,13 @@ def render_batch(generator, z, pitch, yaw, args_img_size, truncation, lock, rend
             images, lr_images = generator.render(z, pitch, yaw, truncation_psi=truncation,
                                                  lock_view_dependence=lock, return_lr=True, styles=styles)
             return to_uint8(images), to_uint8(lr_images)
-        options = dict(render_options or {}, **({'styles': styles} if styles is not None else {}))
         if with_depth:
             images, depth = generator.render(z, pitch, yaw, img_size=args_img_size, truncation_psi=truncation,
-                                             lock_view_dependence=lock, return_depth=True, **options)
+                                             lock_view_dependence=lock, return_depth=True, styles=styles,
+                                             **(render_options or {}))
             return to_uint8(images), None, depth.cpu(), None
         images = generator.render(z, pitch, yaw, img_size=args_img_size, truncation_psi=truncation,
-                                  lock_view_dependence=lock, **options)
+                                  lock_view_dependence=lock, styles=styles, **(render_options or {}))
         return to_uint8(images), None
 
 

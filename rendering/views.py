@@ -40,6 +40,12 @@ def frontal_angles(pitch_offset, yaw_offset):
     return (torch.tensor([math.pi / 2 + pitch_offset], dtype=torch.float64),
             torch.tensor([math.pi / 2 + yaw_offset], dtype=torch.float64))
 
+
+def frontal_offsets(pitch, yaw):
+    """The inverse of `frontal_angles`: (pitch, yaw) offsets from the frontal camera as floats, of pose
+    labels (tensors of one element, or floats)."""
+    return float(pitch) - math.pi / 2, float(yaw) - math.pi / 2
+
 RENDER_MODES = ('rgb', 'depth', 'normals', 'alpha')
 # OpenGL camera axes (GRAM's look_at_cam2world: +x right, +y up, +z back) -> OpenCV ones (viser's).
 _GL_TO_CV = np.diag([1.0, -1.0, -1.0])
@@ -134,7 +140,8 @@ def level_alpha(generator, z, pitch, yaw, img_size, level, truncation_psi=1.0, f
     (of z, or the given `field`, e.g. an inverted photo's)."""
     if not 0 <= level < generator.num_levels:
         raise ValueError(f"manifold level {level} out of range 0..{generator.num_levels - 1}")
-    field = field or surfaces.LatentField.from_latent(generator, z, truncation_psi)
+    if field is None:
+        field = surfaces.LatentField.from_latent(generator, z, truncation_psi)
     device = field.device
     origins = camera.origins_from_angles(torch.tensor([pitch], dtype=torch.float64),
                                          torch.tensor([yaw], dtype=torch.float64)).to(device)

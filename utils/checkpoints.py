@@ -108,6 +108,25 @@ def make_checkpoint(kind, config, step, payload, config_name=None):
     return checkpoint
 
 
+# sha256 of files already hashed in this process, by (path, size, mtime): the ~95 MB Inception file is
+# otherwise re-read by every evaluation of a session.
+_FILE_SHA256 = {}
+
+
+def file_sha256(path, chunk=1 << 22):
+    """sha256 (hex) of a file's bytes (checkpoints, feature-extractor weights), remembered per path, size and
+    modification time."""
+    stat = os.stat(path)
+    key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _FILE_SHA256:
+        digest = hashlib.sha256()
+        with open(path, 'rb') as stream:
+            for block in iter(lambda: stream.read(chunk), b''):
+                digest.update(block)
+        _FILE_SHA256[key] = digest.hexdigest()
+    return _FILE_SHA256[key]
+
+
 def tensor_sha256(tensors):
     """sha256 (hex) of the raw bytes of the given tensors, in order (checkpoint checksums, rank fingerprints)."""
     digest = hashlib.sha256()
